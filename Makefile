@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create (or reuse) the virtual environment .venv by themselves.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "collab_iu needs Python >= 3.11"'
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing collab_iu and its stack into $(VENV) (first time: about 4 minutes)..."
+	$(VENV)/bin/python -m pip install -qq --upgrade pip
+	$(VENV)/bin/python -m pip install -qq -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup  ## set up, then run the main job on the embedded synthetic dataset
+	$(VENV)/bin/collab-iu run
+
+test: setup  ## set up, then run the test suite (exit 5, "no tests collected", is a failure)
+	@$(VENV)/bin/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: setup  ## the data-pipeline benchmark (figures go to docs/benchmarks.md by hand)
+	$(VENV)/bin/python benchmarks/data_pipeline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

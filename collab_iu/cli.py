@@ -1,0 +1,153 @@
+"""The `collab-iu` command line: one subcommand per stage, plus the main job `run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from collab_iu.dataset import DatasetError
+from collab_iu.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
+from collab_iu.splits import SplitError
+
+EXPECTED_ERRORS = (ParamsError, DatasetError, SplitError, FileNotFoundError, KeyError)
+
+
+def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
+    parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
+        help="override a parameter, e.g. --set cf.factors=64 (repeatable)",
+    )  # fmt: skip
+    if dataset:
+        parser.add_argument("--dataset", help="dataset name from params.yaml data.datasets (default: data.default)")
+
+
+def _print_stage(name: str, report: dict, seconds: float) -> None:
+    print(f"[{name}] done in {seconds:.1f}s")
+    for line in _summary_lines(name, report):
+        print(f"  {line}")
+
+
+def _summary_lines(name: str, r: dict) -> list[str]:
+    if name == "prepare":
+        lines = [
+            f"{r['items']} items ({r['items_with_image']} with image, {r['labelled_items']} labelled), "
+            f"{r['users']} users, {r['interactions']} interactions, {r['labels']} labels",
+            f"fingerprint {r['fingerprint']}",
+        ]
+        lines += [f"filtered {k}: {v['count']}" for k, v in r["filtered"].items()]
+        return lines
+    if name == "split":
+        return [", ".join(f"{k} {v}" for k, v in r["items"].items()) + f" items; labelled train {r['labelled_train_items']}"]
+    if name == "cf":
+        probe = r["label_probe"]
+        lines = [f"{r['algorithm']} dim {r['dim']}: {r['items_with_vector']}/{r['items']} items with a vector"]
+        if probe["probe_map"] is not None:
+            lines.append(f"label probe mAP {probe['probe_map']:.3f} (label popularity {probe['popularity_map']:.3f})")
+        if "recommendation" in r:
+            rec = r["recommendation"]
+            lines.append(
+                "recommendation "
+                + ", ".join(f"{k} {v:.3f} (popularity {rec['popularity'][k]:.3f})" for k, v in rec["model"].items())
+            )
+        return lines
+    if name == "cache":
+        return [f"{r['images']} images at {r['image_size']}px, {r['failed']['count']} failed, {r['bytes'] / 1e6:.1f} MB"]
+    return []
+
+
+def _run_stage(name: str, args: argparse.Namespace) -> dict:
+    from collab_iu.stages import DATA_STAGES
+
+    params = load_params(args.params, args.overrides)
+    start = time.perf_counter()
+    report = DATA_STAGES[name](params, args.dataset)
+    _print_stage(name, report, time.perf_counter() - start)
+    return report
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    _run_stage(args.command, args)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collab_iu.layout import dataset_layout
+
+    params = load_params(args.params, args.overrides)
+    layout = dataset_layout(params, args.dataset)
+    for name in ("prepare", "split", "cf", "cache"):
+        _run_stage(name, args)
+    print(f"\noutputs under {layout.base}/: prepared/, split/, cf/, cache/ (each with report.json)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from collab_iu.validate import validate_dataset
+
+    params = load_params(args.params, args.overrides)
+    validated = validate_dataset(args.folder, params.prepare, params.split.min_items_per_label)
+    print(json.dumps({k: v for k, v in validated.report.items() if k != "label_counts"}, indent=2))
+    print(f"{args.folder}: valid")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from collab_iu.synthetic import generate_synthetic
+
+    params = load_params(args.params, args.overrides)
+    summary = generate_synthetic(params.synthetic, args.dest)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote the synthetic dataset to {args.dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collab-iu",
+        description="Collaborative Image Understanding: image classifiers that also learn from user interactions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the main job: every stage on a dataset (default: the embedded one)")
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+    helps = {
+        "prepare": "generate (synthetic) or read a dataset folder, validate it, write data/<dataset>/prepared/",
+        "split": "item-level train/val/test split, stratified by label: data/<dataset>/split/",
+        "cf": "fit CF item vectors with implicit (ALS or BPR) and report their quality: data/<dataset>/cf/",
+        "cache": "decode and resize every image once into a memory-mapped array: data/<dataset>/cache/",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        _common(p)
+        p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("validate", help="check a dataset folder in the canonical format; writes nothing")
+    p.add_argument("folder", type=Path, help="folder with items.parquet|csv, interactions.parquet|csv and images")
+    _common(p, dataset=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("generate-synthetic", help="write the embedded synthetic dataset (params: synthetic.*) to DEST")
+    p.add_argument("dest", type=Path, help="output folder (replaced whole)")
+    _common(p, dataset=False)
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

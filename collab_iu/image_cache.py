@@ -1,0 +1,93 @@
+"""The image cache: every image decoded and resized once into one memory-mapped uint8 array.
+
+`images.npy` is N x S x S x 3 (uint8), `index.parquet` maps item_id -> row. Training reads
+batches straight from the memory map and never decodes a file.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from collab_iu.atomic import atomic_dir, write_json
+from collab_iu.image_io import load_square_rgb, resolve_inside
+
+IMAGES_FILE = "images.npy"
+INDEX_FILE = "index.parquet"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class ImageCache:
+    """A loaded cache: the memory-mapped array and its item-id index."""
+
+    images: np.ndarray  # memmap, N x S x S x 3 uint8
+    index: pd.DataFrame  # item_id, row
+
+    def rows(self, item_ids) -> np.ndarray:
+        """Cache rows of `item_ids` (-1 where an item has no cached image)."""
+        return pd.Index(self.index["item_id"]).get_indexer(pd.Index(item_ids))
+
+
+def _decode(args: tuple[Path | None, int]) -> tuple[np.ndarray | None, str | None]:
+    path, size = args
+    if path is None:
+        return None, "image path escapes the dataset folder"
+    try:
+        return load_square_rgb(path, size), None
+    except FileNotFoundError:
+        return None, "missing"
+    except Exception as exc:  # noqa: BLE001 - every decoding failure is reported by item id
+        return None, f"undecodable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+
+def build_image_cache(items: pd.DataFrame, image_root: str | Path, size: int, workers: int, dest: str | Path) -> dict:
+    """Decode every item image into `dest/images.npy` (atomically); report missing or corrupt ones by item id."""
+    image_root = Path(image_root)
+    with_image = items[items["image"].notna()]
+    paths = [resolve_inside(image_root, rel) for rel in with_image["image"]]
+    failed: dict[str, str] = {}
+    with atomic_dir(dest) as tmp:
+        out = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        kept_ids: list[str] = []
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(_decode, ((p, size) for p in paths), chunksize=64)
+            for item_id, (pixels, problem) in zip(with_image["item_id"], results):
+                if problem is not None:
+                    failed[item_id] = problem
+                    continue
+                out[len(kept_ids)] = pixels
+                kept_ids.append(item_id)
+        out.flush()
+        del out
+        if failed:  # shrink to the rows actually written
+            full = np.load(tmp / IMAGES_FILE, mmap_mode="r")
+            np.save(tmp / "compact.npy", full[: len(kept_ids)])
+            del full
+            (tmp / "compact.npy").replace(tmp / IMAGES_FILE)
+        pd.DataFrame({"item_id": kept_ids, "row": np.arange(len(kept_ids), dtype=np.int64)}).to_parquet(
+            tmp / INDEX_FILE, index=False
+        )
+        report = {
+            "images": len(kept_ids),
+            "image_size": size,
+            "items_without_image": int(items["image"].isna().sum()),
+            "failed": {"count": len(failed), "items": failed},
+            "bytes": int(len(kept_ids) * size * size * 3),
+        }
+        write_json(report, tmp / REPORT_FILE)
+    return report
+
+
+def load_image_cache(folder: str | Path) -> ImageCache:
+    """Open a built cache read-only (memory-mapped)."""
+    folder = Path(folder)
+    images = np.load(folder / IMAGES_FILE, mmap_mode="r")
+    index = pd.read_parquet(folder / INDEX_FILE)
+    if len(index) != len(images):
+        raise ValueError(f"{folder}: index has {len(index)} rows but {IMAGES_FILE} has {len(images)}")
+    return ImageCache(images=images, index=index)

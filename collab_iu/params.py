@@ -1,0 +1,234 @@
+"""The one typed schema for `params.yaml`.
+
+Every parameter of every stage lives in params.yaml, grouped per stage. This module
+validates it: an unknown key or a wrong type stops with a message naming the key.
+The CLI, Dagster and DVC all read parameters through `load_params`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override) is invalid; the message names the key."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSource(_Group):
+    """Where a dataset comes from: the embedded generator or a folder in the canonical format."""
+
+    source: Literal["synthetic", "folder"] = "synthetic"
+    path: str | None = None  # the folder, for source: folder (relative to the repository root or absolute)
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self) -> DatasetSource:
+        if self.source == "folder" and not self.path:
+            raise ValueError("source 'folder' needs a 'path'")
+        return self
+
+
+class DataParams(_Group):
+    root: str = "data"  # outputs go to <root>/<dataset>/...
+    default: str = "synthetic"  # the dataset commands act on without --dataset
+    datasets: dict[str, DatasetSource] = Field(default_factory=lambda: {"synthetic": DatasetSource()})
+
+    @model_validator(mode="after")
+    def _default_is_declared(self) -> DataParams:
+        if self.default not in self.datasets:
+            raise ValueError(f"default dataset {self.default!r} is not one of datasets: {sorted(self.datasets)}")
+        for name in self.datasets:
+            if not name or any(c in name for c in "|,[]/\\ ") or name.startswith("."):
+                raise ValueError(f"dataset name {name!r} may not contain | , [ ] / \\ or spaces")
+        return self
+
+
+class SyntheticParams(_Group):
+    """The embedded generator (see collab_iu/synthetic.py for what each knob does)."""
+
+    seed: int = 0
+    n_items: int = Field(2000, ge=20)
+    n_users: int = Field(800, ge=2)
+    n_labels: int = Field(10, ge=2, le=64)
+    image_size: int = Field(32, ge=16, le=512)
+    max_labels_per_item: int = Field(3, ge=1)
+    visibility: float = Field(0.55, ge=0.0, le=1.0)  # chance that an item's label is drawn in its image
+    distractors: float = Field(1.0, ge=0.0)  # mean number of shapes of other labels drawn as clutter
+    occlusion: float = Field(0.3, ge=0.0, le=1.0)  # chance that a grey patch hides part of the image
+    noise: float = Field(0.12, ge=0.0, le=1.0)  # std of per-pixel noise, in [0, 1] intensity units
+    interactions_per_user: float = Field(40.0, gt=0)  # mean; the count per user is log-normal
+    taste_concentration: float = Field(0.3, gt=0)  # Dirichlet concentration of users' label tastes
+    taste_strength: float = Field(4.0, ge=0)  # how strongly tastes (and so labels) drive interactions
+    random_interactions: float = Field(0.1, ge=0.0, le=1.0)  # share of interactions with random items
+    missing_image_fraction: float = Field(0.01, ge=0.0, lt=1.0)  # items whose image is null (CF only)
+
+    @model_validator(mode="after")
+    def _labels_fit(self) -> SyntheticParams:
+        if self.max_labels_per_item > self.n_labels:
+            raise ValueError("max_labels_per_item must be <= n_labels")
+        return self
+
+
+class PrepareParams(_Group):
+    """Validation of a dataset folder; what is fatal and what is filtered."""
+
+    max_bad_image_fraction: float = Field(0.05, ge=0.0, le=1.0)  # above this, bad images are fatal
+    drop_unknown_interactions: bool = False  # False: interactions naming unknown items are fatal
+    drop_rare_labels: bool = False  # False: labels with too few items to split are fatal
+    check_images: bool = True  # decode every image (False: only check that the files exist)
+
+
+class SplitParams(_Group):
+    seed: int = 0
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.3, gt=0, lt=1)
+    min_items_per_label: int = Field(3, ge=1)  # each label needs at least this many items in train and in test
+    max_redraws: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1.0, got {total:g}")
+        return self
+
+
+class CFParams(_Group):
+    """Collaborative-filtering item vectors from `implicit`."""
+
+    algorithm: Literal["als", "bpr"] = "als"
+    factors: int = Field(32, ge=1)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(10.0, gt=0)  # ALS confidence scale
+    learning_rate: float = Field(0.05, gt=0)  # BPR only
+    iterations: int = Field(30, ge=1)
+    binarize: bool = True  # treat every interaction as weight 1 (the paper binarises)
+    cold_start: bool = False  # withhold validation and test items' interactions from CF training
+    use_gpu: bool = False
+    num_threads: int = Field(1, ge=0)  # 0 = all cores; 1 makes fits bit-exact
+    seed: int = 0
+    eval_holdout: float = Field(0.2, ge=0.0, lt=1.0)  # share of each user's interactions held out for quality
+    eval_k: int = Field(10, ge=1)
+
+
+class CacheParams(_Group):
+    image_size: int = Field(32, ge=8, le=1024)  # images are resized (short side) and centre-cropped to this
+    workers: int = Field(2, ge=1)  # decoding threads
+
+
+class AugmentParams(_Group):
+    """Training augmentation, applied to batches of cached images (CPU or GPU)."""
+
+    output_size: int | None = Field(None, ge=8)  # crop size fed to the model; None = cache.image_size
+    scale: tuple[float, float] = (0.6, 1.0)  # random resized crop: area fraction
+    ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop: aspect ratio
+    flip: bool = True
+    brightness: float = Field(0.2, ge=0)
+    contrast: float = Field(0.2, ge=0)
+    saturation: float = Field(0.2, ge=0)
+    grayscale: float = Field(0.0, ge=0, le=1)  # probability
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> AugmentParams:
+        for name in ("scale", "ratio"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(lo, hi)}")
+        if self.scale[1] > 1:
+            raise ValueError("scale may not exceed 1.0")
+        return self
+
+
+class Params(_Group):
+    """All parameters, one group per stage."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    cf: CFParams = Field(default_factory=CFParams)
+    cache: CacheParams = Field(default_factory=CacheParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema group that a validation error location points into."""
+    model: Any = Params
+    parts = list(loc)
+    while parts and model is not None:
+        field = model.model_fields.get(parts.pop(0))
+        if field is None:
+            return None
+        ann = field.annotation
+        if get_origin(ann) is dict:  # a mapping of named groups: skip the name
+            ann = get_args(ann)[1]
+            if parts:
+                parts.pop(0)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def _describe(err: dict[str, Any], source: str) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(err["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent is not None else ""
+        return f"{source}: unknown key '{key}'" + (f" (allowed: {allowed})" if allowed else "")
+    return f"{source}: key '{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"override '{dotted}': '{part}' is not a group")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a `key.sub=value` override; the value is read as YAML (so 3, 0.5, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ParamsError(f"override {text!r} must look like group.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def params_from_dict(tree: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate a parameter tree; raise ParamsError listing every bad key."""
+    try:
+        return Params.model_validate(tree or {})
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Params:
+    """Load and validate params.yaml, applying `group.key=value` overrides on top."""
+    path = Path(path or DEFAULT_PARAMS_FILE)
+    tree: dict[str, Any] = {}
+    if path.exists():
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ParamsError(f"{path}: the top level must be a mapping of stage groups")
+    elif path.name != DEFAULT_PARAMS_FILE or path.parent != Path("."):
+        raise ParamsError(f"{path}: no such params file")
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        _set_dotted(tree, key, value)
+    return params_from_dict(tree, source=str(path))

@@ -1,0 +1,119 @@
+"""The data stages: prepare, split, cf, cache. One implementation that the CLI, Dagster and DVC all call.
+
+Each stage reads its inputs from the documented layout (`collab_iu/layout.py`), writes its
+output folder atomically, and returns its report (also saved as `report.json`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from collab_iu.atomic import atomic_dir, write_json
+from collab_iu.cf import build_cf
+from collab_iu.image_cache import build_image_cache
+from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.params import Params
+from collab_iu.splits import make_split, split_summary
+from collab_iu.synthetic import generate_synthetic
+from collab_iu.validate import validate_dataset
+
+REPORT = "report.json"
+
+
+def source_folder(params: Params, layout: DatasetLayout, repo_root: Path | None = None) -> Path:
+    """The folder holding the dataset in the canonical format (images are relative to it)."""
+    spec = params.data.datasets[layout.name]
+    if spec.source == "synthetic":
+        return layout.raw
+    folder = Path(spec.path).expanduser()
+    return folder if folder.is_absolute() or repo_root is None else repo_root / folder
+
+
+def read_report(folder: Path) -> dict:
+    return json.loads((folder / REPORT).read_text())
+
+
+def load_prepared(layout: DatasetLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The validated items (labels as lists) and interactions of a prepared dataset."""
+    if not (layout.prepared / "items.parquet").exists():
+        raise FileNotFoundError(f"{layout.prepared} has no prepared dataset: run `collab-iu prepare` first")
+    items = pd.read_parquet(layout.prepared / "items.parquet")
+    items["labels"] = [list(x) if x is not None else [] for x in items["labels"]]
+    items["image"] = items["image"].astype(object).where(items["image"].notna(), None)
+    interactions = pd.read_parquet(layout.prepared / "interactions.parquet")
+    return items, interactions
+
+
+def load_splits(layout: DatasetLayout) -> pd.DataFrame:
+    path = layout.split / "splits.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `collab-iu split` first")
+    return pd.read_parquet(path)
+
+
+def _fingerprint(folder: Path, items: pd.DataFrame, image_root: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("items.parquet", "interactions.parquet"):
+        digest.update((folder / name).read_bytes())
+    for rel in items["image"].dropna():
+        digest.update(f"{rel}:{(image_root / rel).stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
+    """Generate (synthetic) or locate the dataset, validate it, write `prepared/`. Nothing is written on failure."""
+    layout = dataset_layout(params, dataset, repo_root)
+    report: dict = {"dataset": layout.name}
+    if params.data.datasets[layout.name].source == "synthetic":
+        report["generated"] = generate_synthetic(params.synthetic, layout.raw)
+    folder = source_folder(params, layout, repo_root)
+    validated = validate_dataset(folder, params.prepare, params.split.min_items_per_label)
+    with atomic_dir(layout.prepared) as tmp:
+        validated.items.to_parquet(tmp / "items.parquet", index=False)
+        validated.interactions.to_parquet(tmp / "interactions.parquet", index=False)
+        report |= validated.report
+        report["fingerprint"] = _fingerprint(tmp, validated.items, folder)
+        write_json(report, tmp / REPORT)
+    return report
+
+
+def run_split(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
+    """Split the prepared items into train/val/test; write `split/splits.parquet`."""
+    layout = dataset_layout(params, dataset, repo_root)
+    items, _ = load_prepared(layout)
+    splits = make_split(items, params.split)
+    report = {"dataset": layout.name, **split_summary(items, splits)}
+    with atomic_dir(layout.split) as tmp:
+        splits.to_parquet(tmp / "splits.parquet", index=False)
+        write_json(report, tmp / REPORT)
+    return report
+
+
+def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
+    """Fit CF item vectors; write `cf/item_vectors.npy`, `cf/item_index.parquet` and the quality report."""
+    layout = dataset_layout(params, dataset, repo_root)
+    items, interactions = load_prepared(layout)
+    result = build_cf(items, interactions, load_splits(layout), params.cf)
+    report = {"dataset": layout.name, **result.report}
+    with atomic_dir(layout.cf) as tmp:
+        np.save(tmp / "item_vectors.npy", result.vectors)
+        result.index.to_parquet(tmp / "item_index.parquet", index=False)
+        write_json(report, tmp / REPORT)
+    return report
+
+
+def run_cache(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
+    """Decode and resize every image once into `cache/images.npy` with its item-id index."""
+    layout = dataset_layout(params, dataset, repo_root)
+    items, _ = load_prepared(layout)
+    folder = source_folder(params, layout, repo_root)
+    report = build_image_cache(items, folder, params.cache.image_size, params.cache.workers, layout.cache)
+    return {"dataset": layout.name, **report}
+
+
+DATA_STAGES = {"prepare": run_prepare, "split": run_split, "cf": run_cf, "cache": run_cache}

@@ -1,0 +1,198 @@
+"""Validate a dataset folder: fatal problems stop with one message; tolerable ones are filtered and counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from collab_iu.dataset import (
+    INTERACTIONS,
+    ITEMS,
+    DatasetError,
+    TableProblem,
+    label_vocabulary,
+    read_raw_tables,
+)
+from collab_iu.image_io import decode_problem, resolve_inside
+from collab_iu.params import PrepareParams
+
+
+@dataclass
+class ValidatedDataset:
+    """A dataset that passed validation, with what was filtered and why."""
+
+    folder: Path
+    items: pd.DataFrame  # item_id, image (relative path or None), labels (list[str])
+    interactions: pd.DataFrame  # user_id, item_id, weight[, timestamp]
+    report: dict = field(default_factory=dict)
+
+
+def _rows(mask) -> list[int]:
+    return np.flatnonzero(np.asarray(mask)).tolist()
+
+
+def _check_items(items: pd.DataFrame, file: str) -> list[TableProblem]:
+    problems = []
+    null_ids = _rows(items["item_id"].isna())
+    if null_ids:
+        problems.append(TableProblem(file, "item_id is null", rows=null_ids))
+    dup = items["item_id"].notna() & items["item_id"].duplicated(keep=False)
+    for item_id, rows in items[dup].groupby("item_id").groups.items():
+        problems.append(TableProblem(file, f"duplicate item_id {item_id!r}", rows=sorted(rows)))
+    bad_labels = [i for i, labels in enumerate(items["labels"]) if any(not lab for lab in labels)]
+    if bad_labels:
+        problems.append(TableProblem(file, "empty or null label name in labels", rows=bad_labels))
+    return problems
+
+
+def _check_interactions(inter: pd.DataFrame, file: str) -> list[TableProblem]:
+    problems = []
+    for column in ("user_id", "item_id"):
+        rows = _rows(inter[column].isna())
+        if rows:
+            problems.append(TableProblem(file, f"{column} is null", rows=rows))
+    weight = inter["weight"].to_numpy(dtype=np.float64)
+    if np.isnan(weight).any():
+        problems.append(TableProblem(file, "weight is NaN", rows=_rows(np.isnan(weight))))
+    if (weight < 0).any():
+        problems.append(TableProblem(file, "weight is negative", rows=_rows(weight < 0)))
+    if not len(inter):
+        problems.append(TableProblem(file, "no interactions"))
+    return problems
+
+
+def _image_problems(folder: Path, items: pd.DataFrame, decode: bool, workers: int) -> dict[int, str]:
+    """Row -> reason for every item whose image is unusable (escaping paths are reported apart)."""
+    paths: dict[int, Path] = {}
+    reasons: dict[int, str] = {}
+    for row, rel in enumerate(items["image"]):
+        if rel is None:
+            continue
+        path = resolve_inside(folder, rel)
+        if path is None:
+            reasons[row] = "escapes"
+        else:
+            paths[row] = path
+    check = decode_problem if decode else (lambda p: None if p.is_file() else "missing")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for row, reason in zip(paths, pool.map(check, paths.values())):
+            if reason is not None:
+                reasons[row] = reason
+    return reasons
+
+
+def validate_dataset(
+    folder: str | Path, params: PrepareParams, min_items_per_label: int, workers: int = 4
+) -> ValidatedDataset:
+    """Check a dataset folder and return its cleaned tables, or raise DatasetError listing every fatal problem.
+
+    A label needs `2 * min_items_per_label` labelled items with images (that many in train and in test).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(folder, [TableProblem(str(folder), "no such dataset folder")])
+    items, inter, problems, files = read_raw_tables(folder)
+    if items is None or inter is None:
+        raise DatasetError(folder, problems)
+    items_file, inter_file = files[ITEMS], files[INTERACTIONS]
+    problems += _check_items(items, items_file)
+    problems += _check_interactions(inter, inter_file)
+    report: dict = {"source": str(folder), "files": files, "filtered": {}}
+
+    # images: escaping paths are fatal; missing/undecodable ones are tolerable up to a share
+    reasons = _image_problems(folder, items, params.check_images, workers)
+    escaping = sorted(r for r, why in reasons.items() if why == "escapes")
+    if escaping:
+        problems.append(TableProblem(items_file, "image path escapes the dataset folder", rows=escaping))
+    bad = {r: why for r, why in reasons.items() if why != "escapes"}
+    with_image = int(items["image"].notna().sum())
+    if with_image and len(bad) / with_image > params.max_bad_image_fraction:
+        problems.append(
+            TableProblem(
+                items_file,
+                f"{len(bad)} of {with_image} images are missing or undecodable "
+                f"(more than prepare.max_bad_image_fraction={params.max_bad_image_fraction})",
+                rows=sorted(bad),
+            )
+        )
+
+    # interactions naming unknown items
+    known = set(items["item_id"].dropna())
+    unknown = inter["item_id"].notna() & ~inter["item_id"].isin(known)
+    if unknown.any() and not params.drop_unknown_interactions:
+        names = ", ".join(repr(x) for x in inter.loc[unknown, "item_id"].unique()[:5])
+        problems.append(
+            TableProblem(
+                inter_file,
+                f"item_id not in {items_file} ({names}...; set prepare.drop_unknown_interactions to drop them)",
+                rows=_rows(unknown),
+            )
+        )
+    if problems:
+        raise DatasetError(folder, problems)
+
+    # tolerable problems: filtered, counted and named
+    if bad:
+        report["filtered"]["bad_images"] = {
+            "count": len(bad),
+            "items": {items["item_id"].iat[r]: why for r, why in sorted(bad.items())},
+            "effect": "image set to null: the item still counts for CF, not for the classifier",
+        }
+        items.loc[sorted(bad), "image"] = None
+    if unknown.any():
+        report["filtered"]["unknown_item_interactions"] = {"count": int(unknown.sum())}
+        inter = inter[~unknown].reset_index(drop=True)
+
+    # duplicated (user, item) pairs are merged, their weights summed
+    keys = ["user_id", "item_id"]
+    n_before = len(inter)
+    if inter.duplicated(keys).any():
+        agg = {"weight": "sum"} | ({"timestamp": "max"} if "timestamp" in inter else {})
+        inter = inter.groupby(keys, as_index=False, sort=False).agg(agg)
+        report["filtered"]["merged_duplicate_interactions"] = {"count": n_before - len(inter)}
+
+    # labels: a non-empty vocabulary, every label splittable
+    usable = items["image"].notna()
+    counts = Counter(label for labels in items.loc[usable, "labels"] for label in labels)
+    vocabulary = label_vocabulary(items["labels"])
+    needed = 2 * min_items_per_label
+    rare = {label: counts.get(label, 0) for label in vocabulary if counts.get(label, 0) < needed}
+    if rare and params.drop_rare_labels:
+        items["labels"] = [[lab for lab in labels if lab not in rare] for labels in items["labels"]]
+        report["filtered"]["rare_labels"] = {"count": len(rare), "labels": rare, "needed": needed}
+    elif rare:
+        listed = ", ".join(f"{k!r} ({v})" for k, v in sorted(rare.items(), key=lambda kv: kv[1]))
+        problems.append(
+            TableProblem(
+                items_file,
+                f"{len(rare)} label(s) have fewer than {needed} labelled items with images, too few to put "
+                f"split.min_items_per_label={min_items_per_label} in both train and test: {listed} "
+                "(set prepare.drop_rare_labels to drop them)",
+            )
+        )
+    if not label_vocabulary(items.loc[usable, "labels"]):
+        problems.append(TableProblem(items_file, "empty label vocabulary: no item with an image has a label"))
+    if problems:
+        raise DatasetError(folder, problems)
+
+    inter["weight"] = inter["weight"].astype(np.float32)
+    vocabulary = label_vocabulary(items["labels"])
+    n_interactions = inter.groupby("item_id").size()
+    n_labelled = int(sum(bool(x) for x in items["labels"]))
+    report |= {
+        "items": len(items),
+        "items_with_image": int(items["image"].notna().sum()),
+        "labelled_items": n_labelled,
+        "items_without_interactions": int((~items["item_id"].isin(n_interactions.index)).sum()),
+        "users": int(inter["user_id"].nunique()),
+        "interactions": len(inter),
+        "labels": len(vocabulary),
+        "label_counts": {lab: int(counts.get(lab, 0)) for lab in vocabulary},
+        "mean_labels_per_labelled_item": float(np.mean([len(x) for x in items["labels"] if x])),
+    }
+    return ValidatedDataset(folder=folder, items=items, interactions=inter, report=report)
