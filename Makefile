@@ -12,7 +12,6 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "collab_iu needs Python >= 3.11"'
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing collab_iu and its stack into $(VENV) (first time: about 4 minutes)..."
-	$(VENV)/bin/python -m pip install -qq --upgrade pip
 	$(VENV)/bin/python -m pip install -qq -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 

@@ -66,9 +66,7 @@ def write_parquet(df: pd.DataFrame, dest: str | Path) -> None:
 
 
 def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars (arrays also have .item, which fails beyond size 1)
         return value.tolist()
     if isinstance(value, Path):
         return str(value)

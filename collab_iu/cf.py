@@ -58,6 +58,8 @@ def _make_model(params: CFParams):
 
 def fit_factors(user_items: sp.csr_matrix, params: CFParams) -> tuple[np.ndarray, np.ndarray]:
     """Fit the CF model; return (user_factors, item_factors) as float32 numpy arrays."""
+    import implicit.als  # noqa: F401 - load implicit (and scipy's BLAS) first: a library loaded inside
+    import implicit.bpr  # noqa: F401 - threadpool_limits keeps its own thread count
     with threadpool_limits(1, "blas"):  # implicit checks BLAS threads when the model is built
         model = _make_model(params)
         model.fit(user_items, show_progress=False)

@@ -143,6 +143,22 @@ def _to_numeric(df: pd.DataFrame, column: str, file: str, problems: list[TablePr
     df[column] = values
 
 
+def _to_timestamp(df: pd.DataFrame, file: str, problems: list[TableProblem]) -> None:
+    """CSV timestamps: numbers (e.g. epoch seconds) or dates (ISO 8601)."""
+    if "timestamp" not in df.columns:
+        return
+    raw = df["timestamp"]
+    numeric = pd.to_numeric(raw, errors="coerce")
+    if numeric.notna().sum() == raw.notna().sum():
+        df["timestamp"] = numeric
+        return
+    dates = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+    bad = np.flatnonzero(dates.isna().to_numpy() & raw.notna().to_numpy())
+    if len(bad):
+        problems.append(TableProblem(file, "column timestamp is neither a number nor a date", rows=bad.tolist()))
+    df["timestamp"] = dates
+
+
 def _labels_from_cell(cell) -> list[str]:
     if cell is None or (isinstance(cell, float) and np.isnan(cell)) or cell is pd.NA:
         return []
@@ -185,7 +201,7 @@ def read_raw_tables(folder: str | Path) -> tuple[pd.DataFrame | None, pd.DataFra
             interactions, found = _read_csv(inter_path, INTERACTION_COLUMNS, INTERACTION_COLUMNS)
             if interactions is not None:
                 _to_numeric(interactions, "weight", inter_path.name, found)
-                _to_numeric(interactions, "timestamp", inter_path.name, found)
+                _to_timestamp(interactions, inter_path.name, found)
         problems += found
 
     if items is not None:

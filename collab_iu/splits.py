@@ -110,7 +110,7 @@ def split_summary(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
 def label_ratio_mask(labels: pd.Series, is_train: np.ndarray, has_image: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     """Which items keep their labels for training at `ratio` (a seeded subset of the labelled training items).
 
-    The subset holds round(ratio * n) of the n labelled training items with images, and
+    The subset holds round(ratio * n) (at least one) of the n labelled training items with images, and
     covers every label where it can (one item per label first, rarest label first; then
     the rest at random). Masks of one seed are nested: a lower ratio keeps a subset of
     what a higher ratio keeps.

@@ -133,6 +133,28 @@ def validate_dataset(
                 rows=_rows(unknown),
             )
         )
+    # labels: a non-empty vocabulary, every label splittable (counted over items whose image is usable)
+    usable = items["image"].notna().to_numpy() & ~np.isin(np.arange(len(items)), list(reasons))
+    counts = Counter(label for labels in items.loc[usable, "labels"] for label in labels)
+    vocabulary = label_vocabulary(items["labels"])
+    needed = 2 * min_items_per_label
+    rare = {label: counts.get(label, 0) for label in vocabulary if counts.get(label, 0) < needed}
+    if not counts or (params.drop_rare_labels and len(rare) == len(vocabulary)):
+        problems.append(
+            TableProblem(items_file, f"empty label vocabulary: no label has {needed} labelled items with usable images")
+            if counts
+            else TableProblem(items_file, "empty label vocabulary: no item with a usable image has a label")
+        )
+    elif rare and not params.drop_rare_labels:
+        listed = ", ".join(f"{k!r} ({v})" for k, v in sorted(rare.items(), key=lambda kv: kv[1]))
+        problems.append(
+            TableProblem(
+                items_file,
+                f"{len(rare)} label(s) have fewer than {needed} labelled items with images, too few to put "
+                f"split.min_items_per_label={min_items_per_label} in both train and test: {listed} "
+                "(set prepare.drop_rare_labels to drop them)",
+            )
+        )
     if problems:
         raise DatasetError(folder, problems)
 
@@ -155,30 +177,9 @@ def validate_dataset(
         agg = {"weight": "sum"} | ({"timestamp": "max"} if "timestamp" in inter else {})
         inter = inter.groupby(keys, as_index=False, sort=False).agg(agg)
         report["filtered"]["merged_duplicate_interactions"] = {"count": n_before - len(inter)}
-
-    # labels: a non-empty vocabulary, every label splittable
-    usable = items["image"].notna()
-    counts = Counter(label for labels in items.loc[usable, "labels"] for label in labels)
-    vocabulary = label_vocabulary(items["labels"])
-    needed = 2 * min_items_per_label
-    rare = {label: counts.get(label, 0) for label in vocabulary if counts.get(label, 0) < needed}
-    if rare and params.drop_rare_labels:
+    if rare:
         items["labels"] = [[lab for lab in labels if lab not in rare] for labels in items["labels"]]
         report["filtered"]["rare_labels"] = {"count": len(rare), "labels": rare, "needed": needed}
-    elif rare:
-        listed = ", ".join(f"{k!r} ({v})" for k, v in sorted(rare.items(), key=lambda kv: kv[1]))
-        problems.append(
-            TableProblem(
-                items_file,
-                f"{len(rare)} label(s) have fewer than {needed} labelled items with images, too few to put "
-                f"split.min_items_per_label={min_items_per_label} in both train and test: {listed} "
-                "(set prepare.drop_rare_labels to drop them)",
-            )
-        )
-    if not label_vocabulary(items.loc[usable, "labels"]):
-        problems.append(TableProblem(items_file, "empty label vocabulary: no item with an image has a label"))
-    if problems:
-        raise DatasetError(folder, problems)
 
     inter["weight"] = inter["weight"].astype(np.float32)
     vocabulary = label_vocabulary(items["labels"])

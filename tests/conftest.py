@@ -1,0 +1,53 @@
+"""Shared fixtures: one tiny synthetic dataset generated per session, copied where a test corrupts it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import tiny_params_tree, tiny_synthetic
+
+from collab_iu.params import PrepareParams, params_from_dict
+from collab_iu.synthetic import generate_synthetic
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_master(tmp_path_factory) -> Path:
+    """The tiny synthetic dataset, generated once; never modify it (use `tiny_dataset` / `copy_dataset`)."""
+    dest = tmp_path_factory.mktemp("master") / "tiny"
+    generate_synthetic(tiny_synthetic(), dest)
+    return dest
+
+
+@pytest.fixture
+def copy_dataset(tiny_dataset_master, tmp_path):
+    """copy_dataset(name) -> a fresh, writable copy of the tiny dataset at tmp_path / name."""
+
+    def _copy(name: str = "ds") -> Path:
+        dest = tmp_path / name
+        shutil.copytree(tiny_dataset_master, dest)
+        return dest
+
+    return _copy
+
+
+@pytest.fixture
+def tiny_dataset(copy_dataset) -> Path:
+    """A writable copy of the tiny dataset for one test."""
+    return copy_dataset()
+
+
+@pytest.fixture
+def prepare_params() -> PrepareParams:
+    return PrepareParams()
+
+
+@pytest.fixture
+def tiny_params(tmp_path):
+    """tiny_params(group={...}, ...) -> Params with tiny settings and data.root inside tmp_path."""
+
+    def _make(**groups):
+        return params_from_dict(tiny_params_tree(tmp_path / "data", **groups))
+
+    return _make

@@ -1,0 +1,51 @@
+"""Helpers shared by the tests (tiny settings, table read/write)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from collab_iu.params import CFParams, SyntheticParams
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_SYNTHETIC = {"n_items": 200, "n_users": 80, "n_labels": 5, "image_size": 16}
+TINY_CF = {"factors": 8, "iterations": 5, "num_threads": 1}
+
+
+def tiny_synthetic(**changes) -> SyntheticParams:
+    return SyntheticParams(**(TINY_SYNTHETIC | changes))
+
+
+def tiny_cf(**changes) -> CFParams:
+    return CFParams(**(TINY_CF | changes))
+
+
+def tiny_params_tree(root: Path, **groups) -> dict:
+    """A full parameter tree with tiny settings and every output under `root`."""
+    tree = {
+        "data": {"root": str(root)},
+        "synthetic": dict(TINY_SYNTHETIC),
+        "cf": dict(TINY_CF),
+        "cache": {"image_size": 16, "workers": 1},
+    }
+    for group, values in groups.items():
+        tree[group] = tree.get(group, {}) | values
+    return tree
+
+
+def read_items(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder / "items.parquet")
+
+
+def read_interactions(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder / "interactions.parquet")
+
+
+def write_items(folder: Path, items: pd.DataFrame) -> None:
+    items.to_parquet(folder / "items.parquet", index=False)
+
+
+def write_interactions(folder: Path, interactions: pd.DataFrame) -> None:
+    interactions.to_parquet(folder / "interactions.parquet", index=False)

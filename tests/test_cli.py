@@ -1,0 +1,264 @@
+"""The `collab-iu` command line end to end, its error exits, and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from helpers import read_interactions, tiny_params_tree, write_interactions
+
+from collab_iu.atomic import atomic_dir, atomic_file, write_json
+from collab_iu.cli import build_parser, main
+
+SUBCOMMANDS = ["run", "prepare", "split", "cf", "cache", "validate", "generate-synthetic"]
+SCRIPT = Path(sys.executable).parent / "collab-iu"
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "collab_iu.cli"]
+
+DOCUMENTED_OUTPUTS = [
+    "prepared/items.parquet",
+    "prepared/interactions.parquet",
+    "prepared/report.json",
+    "split/splits.parquet",
+    "split/report.json",
+    "cf/item_vectors.npy",
+    "cf/item_index.parquet",
+    "cf/report.json",
+    "cache/images.npy",
+    "cache/index.parquet",
+    "cache/report.json",
+]
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONWARNINGS": "ignore"}
+    return subprocess.run(COMMAND + args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def write_params(folder: Path, **groups) -> Path:
+    """A tiny params.yaml in `folder`, with data.root = 'data' (relative: inside folder)."""
+    tree = tiny_params_tree(Path("data"), **groups)
+    tree["data"]["root"] = "data"
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def folder_dataset(path: Path) -> dict:
+    return {"default": "mine", "datasets": {"mine": {"source": "folder", "path": str(path)}}}
+
+
+@pytest.mark.parametrize("command", [None, *SUBCOMMANDS])
+def test_help(command, tmp_path):
+    out = cli(([command] if command else []) + ["--help"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"usage: collab-iu{' ' + command if command else ''}")
+    if command:
+        assert "--params" in out.stdout and "--set" in out.stdout
+    else:
+        for name in SUBCOMMANDS:
+            assert name in out.stdout
+
+
+def test_parser_knows_every_subcommand():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(SUBCOMMANDS)
+
+
+def test_run_writes_every_documented_output(tmp_path):
+    write_params(tmp_path)
+    out = cli(["run"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    base = tmp_path / "data" / "synthetic"
+    for rel in DOCUMENTED_OUTPUTS:
+        assert (base / rel).is_file(), rel
+    assert sorted(p.name for p in base.iterdir()) == ["cache", "cf", "prepared", "raw", "split"]  # no temp folders
+    for stage in ("prepare", "split", "cf", "cache"):
+        assert f"[{stage}] done" in out.stdout
+        json.loads((base / ("prepared" if stage == "prepare" else stage) / "report.json").read_text())
+
+    items = pd.read_parquet(base / "prepared/items.parquet")
+    assert len(items) == 200
+    splits = pd.read_parquet(base / "split/splits.parquet")
+    assert list(splits["item_id"]) == list(items["item_id"])
+    vectors = np.load(base / "cf/item_vectors.npy")
+    index = pd.read_parquet(base / "cf/item_index.parquet")
+    assert vectors.shape == (200, 8) and vectors.dtype == np.float32
+    assert list(index["item_id"]) == list(items["item_id"])
+    images = np.load(base / "cache/images.npy", mmap_mode="r")
+    cache_index = pd.read_parquet(base / "cache/index.parquet")
+    assert images.shape == (int(items["image"].notna().sum()), 16, 16, 3)
+    assert len(cache_index) == len(images)
+    cf_report = json.loads((base / "cf/report.json").read_text())
+    assert cf_report["dim"] == 8 and cf_report["dataset"] == "synthetic"
+    prepared_report = json.loads((base / "prepared/report.json").read_text())
+    assert prepared_report["generated"]["items"] == 200 and len(prepared_report["fingerprint"]) == 16
+
+    # a second run gives the same outputs (every stage is seeded; CF runs single-threaded)
+    seeded = ("split/splits.parquet", "cf/item_vectors.npy", "cache/images.npy")
+    before = {rel: (base / rel).read_bytes() for rel in seeded}
+    assert main(["run", "--params", str(tmp_path / "params.yaml"), "--set", f"data.root={tmp_path / 'data'}"]) == 0
+    for rel, data in before.items():
+        assert (base / rel).read_bytes() == data, rel
+
+
+def test_stages_one_by_one_with_overrides(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["prepare", "--set", "synthetic.n_items=120"]) == 0
+    assert main(["split"]) == 0
+    assert main(["cf", "--set", "cf.algorithm=bpr", "--set", "cf.eval_holdout=0"]) == 0
+    assert main(["cache", "--set", "cache.image_size=8"]) == 0
+    base = tmp_path / "data" / "synthetic"
+    assert np.load(base / "cf/item_vectors.npy").shape == (120, 9)  # bpr: factors + bias
+    assert np.load(base / "cache/images.npy", mmap_mode="r").shape[1:] == (8, 8, 3)
+    assert "recommendation" not in json.loads((base / "cf/report.json").read_text())
+    out = capsys.readouterr().out
+    assert "120 items" in out and "bpr dim 9" in out
+
+
+def test_stage_out_of_order(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["split"]) == 2
+    assert "run `collab-iu prepare` first" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "synthetic" / "split").exists()
+
+
+def test_invalid_param_exit_2(tmp_path):
+    write_params(tmp_path)
+    out = cli(["prepare", "--set", "cf.factors=lots"], tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: invalid parameters")
+    assert "cf.factors" in out.stderr and "'lots'" in out.stderr
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "params.yaml").write_text("cf:\n  factorz: 3\n")
+    out = cli(["run"], tmp_path)
+    assert out.returncode == 2 and "unknown key 'cf.factorz'" in out.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_unknown_dataset_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["prepare", "--dataset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nope'" in err and "synthetic" in err
+
+
+def test_failing_validation_exit_2_writes_nothing(tmp_path, copy_dataset):
+    folder = copy_dataset("shop")
+    inter = read_interactions(folder)
+    inter.loc[4, "weight"] = -3.0
+    write_interactions(folder, inter)
+    work = tmp_path / "work"
+    work.mkdir()
+    write_params(work, data=folder_dataset(folder))
+    out = cli(["run"], work)
+    assert out.returncode == 2
+    assert "interactions.parquet row 4: weight is negative" in out.stderr
+    assert not (work / "data" / "mine" / "prepared").exists()
+    assert not (work / "data").exists() or not any((work / "data").rglob("*"))
+    assert "[prepare] done" not in out.stdout
+
+
+def test_validate_command(tiny_dataset, tmp_path, monkeypatch, capsys):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # no params.yaml here: defaults
+    dataset_files = sorted(tiny_dataset.rglob("*"))
+    assert main(["validate", str(tiny_dataset)]) == 0
+    out = capsys.readouterr().out
+    assert f"{tiny_dataset}: valid" in out
+    report = json.loads(out[: out.rindex("}") + 1])
+    assert report["items"] == 200 and "label_counts" not in report
+    (tiny_dataset / "items.parquet").unlink()
+    assert main(["validate", str(tiny_dataset)]) == 2
+    assert "no items.parquet or items.csv" in capsys.readouterr().err
+    assert list(cwd.iterdir()) == []  # validate writes nothing
+    assert sorted(tiny_dataset.rglob("*")) == [p for p in dataset_files if p.name != "items.parquet"]
+
+
+def test_generate_synthetic_command(tmp_path, monkeypatch, capsys, tiny_dataset_master):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    dest = tmp_path / "gen"
+    assert main(["generate-synthetic", str(dest)]) == 0
+    assert f"wrote the synthetic dataset to {dest}" in capsys.readouterr().out
+    for name in ("items.parquet", "interactions.parquet"):
+        assert (dest / name).read_bytes() == (tiny_dataset_master / name).read_bytes()
+    assert main(["generate-synthetic", str(dest), "--set", "synthetic.n_items=10"]) == 2  # below the minimum
+    assert "synthetic.n_items" in capsys.readouterr().err
+
+
+def test_unknown_command_is_usage_error(tmp_path):
+    out = cli(["train-everything"], tmp_path)
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_atomic_dir_failure_keeps_old_folder(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "a.txt").write_text("old")
+    (dest / "sub").mkdir()
+    (dest / "sub" / "b.txt").write_text("old b")
+    before = _snapshot(dest)
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_dir(dest) as tmp:
+            assert tmp != dest and tmp.parent == dest.parent
+            (tmp / "a.txt").write_text("new")
+            raise RuntimeError("boom")
+    assert _snapshot(dest) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folder left
+
+
+def test_atomic_dir_failure_without_old_folder(tmp_path):
+    with pytest.raises(KeyError):
+        with atomic_dir(tmp_path / "deep" / "out") as tmp:
+            (tmp / "x").write_text("x")
+            raise KeyError("x")
+    assert not (tmp_path / "deep" / "out").exists()
+    assert list((tmp_path / "deep").iterdir()) == []
+
+
+def test_atomic_dir_success_replaces_whole(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "stale.txt").write_text("stale")
+    with atomic_dir(dest) as tmp:
+        (tmp / "fresh.txt").write_text("fresh")
+        assert not (dest / "fresh.txt").exists()  # nothing visible before the body ends
+    assert _snapshot(dest) == {"fresh.txt": b"fresh"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_atomic_file(tmp_path):
+    dest = tmp_path / "f.json"
+    dest.write_text("old")
+    with pytest.raises(ValueError):
+        with atomic_file(dest) as tmp:
+            tmp.write_text("half")
+            raise ValueError
+    assert dest.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+    write_json({"n": np.int64(3), "x": np.float32(0.5), "a": np.arange(2), "p": Path("a/b")}, dest)
+    assert json.loads(dest.read_text()) == {"n": 3, "x": 0.5, "a": [0, 1], "p": "a/b"}
+    with pytest.raises(TypeError):
+        write_json({"o": object()}, dest)
+    assert json.loads(dest.read_text())["n"] == 3  # a failed write leaves the previous file
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]

@@ -1,0 +1,256 @@
+"""The params.yaml schema: the committed file validates, bad keys and values are named, overrides work."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from helpers import REPO
+from pydantic import BaseModel
+
+from collab_iu.params import (
+    CFParams,
+    DatasetSource,
+    Params,
+    ParamsError,
+    SplitParams,
+    load_params,
+    params_from_dict,
+    parse_override,
+)
+
+PARAMS_YAML = REPO / "params.yaml"
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= _leaves(value, path + ".")
+        else:
+            out[path] = value
+    return out
+
+
+def _error(tree: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(tree)
+    return str(info.value)
+
+
+def test_committed_params_yaml_validates():
+    params = load_params(PARAMS_YAML)
+    assert isinstance(params, Params)
+    assert params.data.default in params.data.datasets
+
+
+def test_every_key_in_params_yaml_is_known():
+    tree = yaml.safe_load(PARAMS_YAML.read_text())
+    assert set(tree) == set(Params.model_fields)  # every stage group is written out
+    for group, values in tree.items():
+        model = Params.model_fields[group].annotation
+        assert issubclass(model, BaseModel)
+        for key in values:
+            assert key in model.model_fields, f"{group}.{key}"
+        if group != "data":  # data.datasets is a mapping of names
+            assert set(values) == set(model.model_fields), f"params.yaml does not list every {group} key"
+    for name, spec in tree["data"]["datasets"].items():
+        assert set(spec) <= set(DatasetSource.model_fields), name
+
+
+def test_defaults_equal_params_yaml():
+    committed = load_params(PARAMS_YAML).model_dump()
+    defaults = Params().model_dump()
+    raw = _leaves(yaml.safe_load(PARAMS_YAML.read_text()))
+    dumped = _leaves(committed)
+    default_leaves = _leaves(defaults)
+    for key in raw:
+        assert key in dumped
+        default = default_leaves.get(key)
+        assert dumped[key] == default, f"{key}: params.yaml {dumped[key]!r} vs default {default!r}"
+    assert committed == defaults
+
+
+def test_unknown_key_names_key_and_allowed():
+    message = _error({"cf": {"factorz": 8}})
+    assert "unknown key 'cf.factorz'" in message
+    assert "allowed: " in message
+    for allowed in CFParams.model_fields:
+        assert allowed in message
+
+
+def test_unknown_group_and_nested_dataset_key():
+    message = _error({"trainer": {"epochs": 3}})
+    assert "unknown key 'trainer'" in message and "data, synthetic, prepare, split, cf, cache, augment" in message
+    message = _error({"data": {"datasets": {"synthetic": {"source": "synthetic", "pth": "x"}}}})
+    assert "unknown key 'data.datasets.synthetic.pth'" in message
+    assert "allowed: source, path" in message
+
+
+@pytest.mark.parametrize(
+    ("tree", "key"),
+    [
+        ({"cf": {"factors": "many"}}, "cf.factors"),
+        ({"cf": {"factors": 2.5}}, "cf.factors"),
+        ({"split": {"seed": [1]}}, "split.seed"),
+        ({"prepare": {"drop_rare_labels": "perhaps"}}, "prepare.drop_rare_labels"),
+        ({"synthetic": {"n_items": 5}}, "synthetic.n_items"),
+        ({"cache": {"image_size": 4}}, "cache.image_size"),
+        ({"augment": {"scale": [0.5]}}, "augment.scale"),
+    ],
+)
+def test_wrong_type_or_range_names_key(tree, key):
+    message = _error(tree)
+    assert f"key '{key}" in message  # a tuple element is named as key.index
+    leaf = _leaves(tree)[key]
+    assert repr(leaf) in message  # the offending value is shown
+
+
+def test_bad_literal_names_allowed_values():
+    message = _error({"cf": {"algorithm": "svd"}})
+    assert "key 'cf.algorithm'" in message
+    assert "'als'" in message and "'bpr'" in message and "'svd'" in message
+    message = _error({"data": {"datasets": {"synthetic": {"source": "s3"}}}})
+    assert "data.datasets.synthetic.source" in message and "'synthetic'" in message and "'folder'" in message
+
+
+def test_every_bad_key_is_listed():
+    message = _error({"cf": {"factors": "x", "bogus": 1}, "split": {"seed": "y"}})
+    assert "cf.factors" in message and "cf.bogus" in message and "split.seed" in message
+    assert len(message.strip().splitlines()) == 4  # header + one line each
+
+
+@pytest.mark.parametrize(
+    ("fractions", "ok"),
+    [((0.6, 0.1, 0.3), True), ((0.7, 0.0, 0.3), True), ((0.6, 0.2, 0.3), False), ((0.5, 0.1, 0.3), False)],
+)
+def test_split_fractions_must_sum_to_one(fractions, ok):
+    tree = {"split": dict(zip(("train", "val", "test"), fractions))}
+    if ok:
+        assert params_from_dict(tree).split.train == fractions[0]
+    else:
+        message = _error(tree)
+        assert "key 'split'" in message and "train + val + test must be 1.0" in message
+
+
+def test_default_dataset_must_be_declared():
+    message = _error({"data": {"default": "shop"}})
+    assert "default dataset 'shop' is not one of datasets" in message
+    ok = params_from_dict(
+        {"data": {"default": "shop", "datasets": {"shop": {"source": "folder", "path": "/data/shop"}}}}
+    )
+    assert ok.data.datasets["shop"].path == "/data/shop"
+
+
+def test_folder_source_needs_path():
+    assert "source 'folder' needs a 'path'" in _error({"data": {"datasets": {"synthetic": {"source": "folder"}}}})
+
+
+@pytest.mark.parametrize("name", ["a|b", "a,b", "a b", ".hidden", "a/b", "x[1]"])
+def test_dataset_names_restricted(name):
+    message = _error({"data": {"default": name, "datasets": {name: {"source": "synthetic"}}}})
+    assert "may not contain" in message
+
+
+def test_augment_ranges():
+    assert "scale may not exceed 1.0" in _error({"augment": {"scale": [0.5, 1.5]}})
+    assert "ratio must be (low, high)" in _error({"augment": {"ratio": [1.5, 0.5]}})
+
+
+def test_params_are_frozen():
+    params = Params()
+    with pytest.raises(Exception):
+        params.cf.factors = 3  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# load_params and overrides
+
+
+def test_overrides_from_strings(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_YAML.read_text())
+    params = load_params(
+        path,
+        [
+            "cf.factors=64",
+            "cf.algorithm=bpr",
+            "split.train=0.5",
+            "split.test=0.4",
+            "prepare.drop_rare_labels=true",
+            "augment.scale=[0.5, 0.9]",
+            "augment.output_size=null",
+            "data.default=shop",
+            "data.datasets.shop={source: folder, path: /x}",
+        ],
+    )
+    assert params.cf.factors == 64 and params.cf.algorithm == "bpr"
+    assert (params.split.train, params.split.val, params.split.test) == (0.5, 0.1, 0.4)
+    assert params.prepare.drop_rare_labels is True
+    assert params.augment.scale == (0.5, 0.9)
+    assert params.augment.output_size is None
+    assert params.data.default == "shop" and params.data.datasets["shop"].path == "/x"
+    assert "synthetic" in params.data.datasets  # the file's other entries stay
+    assert load_params(path).cf.factors == 32  # the file itself is untouched
+
+
+def test_overrides_from_dict(tmp_path):
+    params = load_params(PARAMS_YAML, {"cf.iterations": 3, "synthetic.n_items": 50})
+    assert params.cf.iterations == 3 and params.synthetic.n_items == 50
+
+
+def test_override_errors(tmp_path):
+    with pytest.raises(ParamsError, match="must look like group.key=value"):
+        load_params(PARAMS_YAML, ["cf.factors"])
+    with pytest.raises(ParamsError, match="'factors' is not a group"):
+        load_params(PARAMS_YAML, ["cf.factors.size=3"])
+    with pytest.raises(ParamsError, match=r"unknown key 'cf\.factor'"):
+        load_params(PARAMS_YAML, ["cf.factor=3"])
+    with pytest.raises(ParamsError, match=r"key 'cf\.factors'.*'lots'"):
+        load_params(PARAMS_YAML, ["cf.factors=lots"])
+
+
+def test_parse_override():
+    assert parse_override("cf.factors=8") == ("cf.factors", 8)
+    assert parse_override(" split.train = 0.5") == ("split.train", 0.5)
+    assert parse_override("data.root=a=b") == ("data.root", "a=b")
+    assert parse_override("augment.flip=false") == ("augment.flip", False)
+
+
+def test_errors_name_the_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("cf:\n  factors: nope\n")
+    with pytest.raises(ParamsError, match=rf"{path}: key 'cf.factors'"):
+        load_params(path)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ParamsError, match="no such params file"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_missing_default_file_gives_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_params() == Params()
+    assert load_params(None, ["cf.factors=4"]).cf.factors == 4
+
+
+def test_bad_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("cf: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(path)
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ParamsError, match="top level must be a mapping"):
+        load_params(path)
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("# nothing here\n")
+    assert load_params(path) == Params()
+
+
+def test_split_params_direct():
+    with pytest.raises(ValueError, match="must be 1.0"):
+        SplitParams(train=0.9)
