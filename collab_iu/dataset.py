@@ -167,6 +167,29 @@ def _labels_from_cell(cell) -> list[str]:
     return [None if v is None else str(v) for v in cell]
 
 
+def _read_table(
+    folder: Path,
+    stem: str,
+    types: dict[str, set[str]],
+    required: tuple[str, ...],
+    csv_strings: tuple[str, ...],
+    problems: list[TableProblem],
+    files: dict[str, str],
+) -> pd.DataFrame | None:
+    """Read `<stem>.parquet` or `<stem>.csv`; add problems found, record the file name."""
+    path = find_table(folder, stem)
+    if path is None:
+        problems.append(TableProblem(stem, f"no {stem}.parquet or {stem}.csv in {folder}"))
+        return None
+    files[stem] = path.name
+    if path.suffix == ".parquet":
+        df, found = _read_parquet(path, types, required)
+    else:
+        df, found = _read_csv(path, csv_strings, required)
+    problems += found
+    return df
+
+
 def read_raw_tables(folder: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None, list[TableProblem], dict]:
     """Read items and interactions with column types checked.
 
@@ -177,32 +200,13 @@ def read_raw_tables(folder: str | Path) -> tuple[pd.DataFrame | None, pd.DataFra
     folder = Path(folder)
     problems: list[TableProblem] = []
     files: dict[str, str] = {}
-    items = interactions = None
-
-    items_path = find_table(folder, ITEMS)
-    if items_path is None:
-        problems.append(TableProblem(ITEMS, f"no items.parquet or items.csv in {folder}"))
-    else:
-        files[ITEMS] = items_path.name
-        if items_path.suffix == ".parquet":
-            items, found = _read_parquet(items_path, _ITEM_TYPES, ITEM_COLUMNS)
-        else:
-            items, found = _read_csv(items_path, ITEM_COLUMNS, ITEM_COLUMNS)
-        problems += found
-
-    inter_path = find_table(folder, INTERACTIONS)
-    if inter_path is None:
-        problems.append(TableProblem(INTERACTIONS, f"no interactions.parquet or interactions.csv in {folder}"))
-    else:
-        files[INTERACTIONS] = inter_path.name
-        if inter_path.suffix == ".parquet":
-            interactions, found = _read_parquet(inter_path, _INTERACTION_TYPES, INTERACTION_COLUMNS)
-        else:
-            interactions, found = _read_csv(inter_path, INTERACTION_COLUMNS, INTERACTION_COLUMNS)
-            if interactions is not None:
-                _to_numeric(interactions, "weight", inter_path.name, found)
-                _to_timestamp(interactions, inter_path.name, found)
-        problems += found
+    items = _read_table(folder, ITEMS, _ITEM_TYPES, ITEM_COLUMNS, ITEM_COLUMNS, problems, files)
+    interactions = _read_table(
+        folder, INTERACTIONS, _INTERACTION_TYPES, INTERACTION_COLUMNS, INTERACTION_COLUMNS, problems, files
+    )
+    if interactions is not None and files[INTERACTIONS].endswith(".csv"):
+        _to_numeric(interactions, "weight", files[INTERACTIONS], problems)
+        _to_timestamp(interactions, files[INTERACTIONS], problems)
 
     if items is not None:
         items = pd.DataFrame(

@@ -85,6 +85,7 @@ class PrepareParams(_Group):
     drop_unknown_interactions: bool = False  # False: interactions naming unknown items are fatal
     drop_rare_labels: bool = False  # False: labels with too few items to split are fatal
     check_images: bool = True  # decode every image (False: only check that the files exist)
+    workers: int = Field(2, ge=1)  # image-checking threads
 
 
 class SplitParams(_Group):

@@ -86,9 +86,7 @@ def _image_problems(folder: Path, items: pd.DataFrame, decode: bool, workers: in
     return reasons
 
 
-def validate_dataset(
-    folder: str | Path, params: PrepareParams, min_items_per_label: int, workers: int = 4
-) -> ValidatedDataset:
+def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_label: int) -> ValidatedDataset:
     """Check a dataset folder and return its cleaned tables, or raise DatasetError listing every fatal problem.
 
     A label needs `2 * min_items_per_label` labelled items with images (that many in train and in test).
@@ -105,7 +103,7 @@ def validate_dataset(
     report: dict = {"source": str(folder), "files": files, "filtered": {}}
 
     # images: escaping paths are fatal; missing/undecodable ones are tolerable up to a share
-    reasons = _image_problems(folder, items, params.check_images, workers)
+    reasons = _image_problems(folder, items, params.check_images, params.workers)
     escaping = sorted(r for r, why in reasons.items() if why == "escapes")
     if escaping:
         problems.append(TableProblem(items_file, "image path escapes the dataset folder", rows=escaping))

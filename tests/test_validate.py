@@ -20,7 +20,7 @@ MIN_ITEMS = 3  # split.min_items_per_label
 
 
 def validate(folder: Path, min_items: int = MIN_ITEMS, **prepare):
-    return validate_dataset(folder, PrepareParams(**prepare), min_items, workers=2)
+    return validate_dataset(folder, PrepareParams(**prepare), min_items)
 
 
 def fails(folder: Path, min_items: int = MIN_ITEMS, **prepare) -> DatasetError:
