@@ -74,14 +74,64 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from collab_iu.experiment import run_grid, train_run
+
+    params = load_params(args.params, args.overrides)
+    start = time.perf_counter()
+    if args.run:
+        metrics = train_run(params, args.run, args.dataset)
+        print(f"[train] {metrics['run_key']}: test mAP {metrics['test_map']:.4f} (best epoch {metrics['best_epoch']})")
+    else:
+        results = run_grid(params, args.dataset)
+        print(f"[train] {len(results)} runs done in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def _print_evaluation(result: dict) -> None:
+    from collab_iu.evaluate import format_table
+
+    print(format_table(result["table"]))
+    headline = result["headline"]
+    if headline:
+        print(
+            f"\nat label ratio {headline['lowest_label_ratio']:g}: with_cf {headline['with_cf_map']:.4f} vs "
+            f"image_only {headline['image_only_map']:.4f} ({headline['improvement']:+.1%}, "
+            f"paired bootstrap p={headline['p_bootstrap']:.2g}, across seeds p={_p(headline['p_seeds'])})"
+        )
+    print("\nwritten:")
+    for path in result["paths"].values():
+        print(f"  {path}")
+
+
+def _p(value) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from collab_iu.evaluate import run_evaluation
+
+    params = load_params(args.params, args.overrides)
+    _print_evaluation(run_evaluation(params, args.dataset))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from collab_iu.evaluate import run_evaluation
+    from collab_iu.experiment import run_grid
     from collab_iu.layout import dataset_layout
 
     params = load_params(args.params, args.overrides)
     layout = dataset_layout(params, args.dataset)
+    start = time.perf_counter()
     for name in ("prepare", "split", "cf", "cache"):
         _run_stage(name, args)
-    print(f"\noutputs under {layout.base}/: prepared/, split/, cf/, cache/ (each with report.json)")
+    n_runs = len(run_grid(params, args.dataset))
+    print(f"[train] {n_runs} runs done in {time.perf_counter() - start:.1f}s since the start")
+    result = run_evaluation(params, args.dataset)
+    print(f"[evaluate] done in {time.perf_counter() - start:.1f}s since the start\n")
+    _print_evaluation(result)
+    print(f"  models: {layout.runs}/<run key>/best.pt (predict with: collab-iu predict --model {layout.runs}/<run key> IMAGE...)")
     return 0
 
 
@@ -112,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="the main job: every stage on a dataset (default: the embedded one)")
+    p = sub.add_parser(
+        "run", help="the main job: prepare, split, cf, cache, train the grid, evaluate (default: the embedded dataset)"
+    )
     _common(p)
     p.set_defaults(func=cmd_run)
 
@@ -126,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         _common(p)
         p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("train", help="train the grid of params.experiment (or one run) into data/<dataset>/runs/")
+    p.add_argument("--run", metavar="RUN_KEY", help="one run, e.g. with_cf-r0.05-w1-s0 (default: the whole grid)")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="tables, statistics and plots over the grid's runs: data/<dataset>/evaluation/")
+    _common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    from collab_iu.predict import add_predict_parser
+
+    add_predict_parser(sub)
 
     p = sub.add_parser("validate", help="check a dataset folder in the canonical format; writes nothing")
     p.add_argument("folder", type=Path, help="folder with items.parquet|csv, interactions.parquet|csv and images")

@@ -39,6 +39,14 @@ class DatasetLayout:
     def cache(self) -> Path:
         return self.base / "cache"
 
+    @property
+    def runs(self) -> Path:  # one folder per trained run, named by its run key
+        return self.base / "runs"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.base / "evaluation"
+
 
 def dataset_layout(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> DatasetLayout:
     """The layout of `dataset` (default: params.data.default), relative to `repo_root` or the cwd."""

@@ -61,8 +61,8 @@ class SyntheticParams(_Group):
     n_labels: int = Field(10, ge=2, le=64)
     image_size: int = Field(32, ge=16, le=512)
     max_labels_per_item: int = Field(3, ge=1)
-    visibility: float = Field(0.55, ge=0.0, le=1.0)  # chance that an item's label is drawn in its image
-    distractors: float = Field(1.0, ge=0.0)  # mean number of shapes of other labels drawn as clutter
+    visibility: float = Field(0.85, ge=0.0, le=1.0)  # chance that an item's label is drawn in its image
+    distractors: float = Field(0.5, ge=0.0)  # mean number of shapes of other labels drawn as clutter
     occlusion: float = Field(0.3, ge=0.0, le=1.0)  # chance that a grey patch hides part of the image
     noise: float = Field(0.12, ge=0.0, le=1.0)  # std of per-pixel noise, in [0, 1] intensity units
     interactions_per_user: float = Field(40.0, gt=0)  # mean; the count per user is log-normal
@@ -150,6 +150,58 @@ class AugmentParams(_Group):
         return self
 
 
+class TrainParams(_Group):
+    """One training run of the multitask model (the grid over methods, ratios and seeds sets the rest)."""
+
+    backbone: str = "small_cnn"  # small_cnn | resnet18 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | regnet_y_400mf
+    weights: str | None = None  # a local state-dict file; never downloaded
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=2)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "step", "none"] = "cosine"
+    step_epochs: int = Field(10, ge=1)  # schedule: step, decay x step_gamma every step_epochs
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    label_weight: float = Field(1.0, ge=0)
+    cf_weight: float = Field(2.0, ge=0)  # a grid run takes its own from experiment.cf_weights
+    cf_loss: Literal["exp", "mse", "cosine"] = "mse"
+    confidence: Literal["uniform", "num_interactions"] = "uniform"
+    standardize_cf: bool = True  # z-score CF targets per dimension over training items
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # on CUDA
+    num_threads: int = Field(1, ge=0)  # torch CPU threads; 0 = torch's default
+    seed: int = 0  # a grid run takes its own from experiment.seeds
+
+
+class ExperimentParams(_Group):
+    """The grid the main job runs: methods x label ratios x cf weights x seeds, then the evaluation."""
+
+    methods: list[Literal["image_only", "with_cf", "cf_pretrain"]] = ["image_only", "with_cf"]
+    label_ratios: list[float] = [0.05, 0.2, 1.0]
+    cf_weights: list[float] = [2.0]  # for the methods that use CF (image_only always has 0)
+    seeds: list[int] = [0, 1, 2]
+    pretrain_epochs: int = Field(10, ge=1)  # cf_pretrain: epochs on the CF target before the label epochs
+    workers: int = Field(2, ge=1)  # runs trained in parallel on the CPU (one process each)
+    bootstrap_resamples: int = Field(50, ge=10)
+    bootstrap_fraction: float = Field(0.9, gt=0, le=1)
+    bootstrap_seed: int = 0
+
+    @model_validator(mode="after")
+    def _valid_grid(self) -> ExperimentParams:
+        if not self.methods or not self.label_ratios or not self.seeds:
+            raise ValueError("methods, label_ratios and seeds may not be empty")
+        if any(not 0 < r <= 1 for r in self.label_ratios):
+            raise ValueError(f"label_ratios must be in (0, 1], got {self.label_ratios}")
+        if any(w <= 0 for w in self.cf_weights):
+            raise ValueError(f"cf_weights must be > 0 (image_only is the cf weight 0 run), got {self.cf_weights}")
+        if any(m != "image_only" for m in self.methods) and not self.cf_weights:
+            raise ValueError("cf_weights may not be empty when a method uses CF")
+        return self
+
+
 class Params(_Group):
     """All parameters, one group per stage."""
 
@@ -160,6 +212,8 @@ class Params(_Group):
     cf: CFParams = Field(default_factory=CFParams)
     cache: CacheParams = Field(default_factory=CacheParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    experiment: ExperimentParams = Field(default_factory=ExperimentParams)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

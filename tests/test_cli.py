@@ -17,7 +17,9 @@ from helpers import read_interactions, tiny_params_tree, write_interactions
 from collab_iu.atomic import atomic_dir, atomic_file, write_json
 from collab_iu.cli import build_parser, main
 
-SUBCOMMANDS = ["run", "prepare", "split", "cf", "cache", "validate", "generate-synthetic"]
+SUBCOMMANDS = [
+    "run", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "validate", "generate-synthetic",
+]  # fmt: skip
 SCRIPT = Path(sys.executable).parent / "collab-iu"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "collab_iu.cli"]
 
@@ -33,6 +35,16 @@ DOCUMENTED_OUTPUTS = [
     "cache/images.npy",
     "cache/index.parquet",
     "cache/report.json",
+    *(
+        f"runs/{key}/{name}"
+        for key in ("image_only-r0.3-w0-s0", "with_cf-r1-w2-s1")
+        for name in ("checkpoint.pt", "best.pt", "train.json", "model.json", "test_scores.npy", "test_items.parquet", "metrics.json")
+    ),
+    "evaluation/results.csv",
+    "evaluation/results.md",
+    "evaluation/summary.json",
+    "evaluation/map_vs_label_ratio.png",
+    "evaluation/improvement.png",
 ]
 
 
@@ -78,7 +90,9 @@ def test_run_writes_every_documented_output(tmp_path):
     base = tmp_path / "data" / "synthetic"
     for rel in DOCUMENTED_OUTPUTS:
         assert (base / rel).is_file(), rel
-    assert sorted(p.name for p in base.iterdir()) == ["cache", "cf", "prepared", "raw", "split"]  # no temp folders
+    assert sorted(p.name for p in base.iterdir()) == ["cache", "cf", "evaluation", "prepared", "raw", "runs", "split"]
+    assert len(list((base / "runs").iterdir())) == 8  # 2 methods x 2 ratios x 2 seeds
+    assert "image_only" in out.stdout and "with_cf" in out.stdout and "summary.json" in out.stdout
     for stage in ("prepare", "split", "cf", "cache"):
         assert f"[{stage}] done" in out.stdout
         json.loads((base / ("prepared" if stage == "prepare" else stage) / "report.json").read_text())
@@ -101,7 +115,7 @@ def test_run_writes_every_documented_output(tmp_path):
     assert prepared_report["generated"]["items"] == 200 and len(prepared_report["fingerprint"]) == 16
 
     # a second run gives the same outputs (every stage is seeded; CF runs single-threaded)
-    seeded = ("split/splits.parquet", "cf/item_vectors.npy", "cache/images.npy")
+    seeded = ("split/splits.parquet", "cf/item_vectors.npy", "cache/images.npy", "runs/with_cf-r1-w2-s1/best.pt")
     before = {rel: (base / rel).read_bytes() for rel in seeded}
     assert main(["run", "--params", str(tmp_path / "params.yaml"), "--set", f"data.root={tmp_path / 'data'}"]) == 0
     for rel, data in before.items():

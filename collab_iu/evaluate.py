@@ -1,0 +1,547 @@
+"""Evaluate the experiment grid: per-cell test mAP with seeds and bootstrap, comparisons, tables, plots.
+
+`run_evaluation` reads every run of `grid_runs(params)` from `data/<dataset>/runs/<run key>/`
+(`test_scores.npy`, `test_items.parquet`, `metrics.json`, `model.json`) and writes
+`data/<dataset>/evaluation/` as one folder, atomically (nothing is written when a run is
+missing or inconsistent):
+
+- `results.csv`: one row per cell (method, label_ratio, cf_weight), columns `CELL_COLUMNS`;
+- `results.md`: the same as a readable markdown table, headline first;
+- `summary.json`: strict JSON (no NaN: missing values are null), read by DVC as metrics:
+    - `dataset`, `n_test_items`;
+    - `bootstrap`: resamples, fraction, seed, items_per_resample, and how the test works;
+    - `cells`: the rows of results.csv;
+    - `headline` (only when image_only and with_cf both ran): at the lowest label ratio,
+      `with_cf_map` (the cf weight with the largest improvement, `with_cf_weight`),
+      `image_only_map`, `improvement`, `p_bootstrap`, `p_seeds`, `mark`;
+    - `runs`: one dict per trained run (run_key, method, label_ratio, cf_weight, seed,
+      test_map, val_map, best_epoch);
+- `map_vs_label_ratio.png`: mAP against label ratio (error bars: std over seeds), with the
+  random and popularity reference points dashed;
+- `improvement.png`: relative improvement over image_only per label ratio, marked `*`/`**`.
+
+Protocol (see docs/reference: the paper's, plus a test across seeds):
+
+- Ground truth: the prepared items' labels over each run's vocabulary (model.json), aligned by
+  item_id. Every run must have been scored on the same test items, and they must be the test
+  items of the current split that have a cached image.
+- Test mAP per run is recomputed from its scores (macro AP over labels with a positive).
+- One set of bootstrap resamples (`bootstrap_indices(n_test, resamples, fraction, seed)`) is used
+  for every run, so all comparisons are paired. A cell's bootstrap samples are the per-seed
+  samples averaged resample by resample; its CI is the 95 % percentile interval of those.
+- Each cell is compared with image_only at the same label ratio: improvement = mean mAP over
+  seeds / image_only's - 1; `p_bootstrap` = the paper's paired t-test over resamples of the
+  seed-averaged samples; `p_seeds` = a paired t-test of the per-seed mAPs (needs 2+ seeds).
+- Reference points per label ratio and seed: `random` (uniform scores drawn with the seed) and
+  `popularity` (every item scored with each label's frequency among the labelled training
+  items kept at that ratio and seed). They are compared with image_only too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from collab_iu.atomic import atomic_dir
+from collab_iu.dataset import label_matrix
+from collab_iu.grid import METHODS, RunSpec, grid_runs
+from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.metrics import bootstrap_indices, bootstrap_map, confidence_interval, evaluate_scores
+from collab_iu.params import Params
+from collab_iu.stats import paired_bootstrap_test, paired_seed_test, relative_improvement, significance_mark
+
+BASELINE = "image_only"
+REFERENCE_METHODS = ("popularity", "random")
+METHOD_ORDER = (*METHODS, *REFERENCE_METHODS)
+KS = (1, 3, 5)
+RUN_FILES = ("test_scores.npy", "test_items.parquet", "metrics.json", "model.json")
+METRIC_COLUMNS = (
+    "micro_ap",
+    *(f"precision@{k}" for k in KS),
+    *(f"recall@{k}" for k in KS),
+    "top1_accuracy",
+)
+CELL_COLUMNS = (
+    "dataset",
+    "method",
+    "label_ratio",
+    "cf_weight",
+    "n_seeds",
+    "map_mean",
+    "map_std",
+    "map_ci_low",
+    "map_ci_high",
+    "map_bootstrap_mean",
+    *METRIC_COLUMNS,
+    "improvement",
+    "p_bootstrap",
+    "p_seeds",
+    "mark",
+)
+OUTPUTS = {
+    "results_csv": "results.csv",
+    "results_md": "results.md",
+    "summary_json": "summary.json",
+    "map_plot": "map_vs_label_ratio.png",
+    "improvement_plot": "improvement.png",
+}
+
+
+@dataclass
+class _Scored:
+    """One set of test scores (a trained run or a reference point) with its metrics."""
+
+    method: str
+    label_ratio: float
+    cf_weight: float
+    seed: int
+    metrics: dict  # evaluate_scores output
+    bootstrap: np.ndarray  # mAP of every resample
+    run_key: str | None = None
+    val_map: float | None = None
+    best_epoch: int | None = None
+
+
+# ---------------------------------------------------------------------------- reading the runs
+
+
+def _missing_runs(layout: DatasetLayout, specs: list[RunSpec]) -> list[str]:
+    return [s.key for s in specs if not all((layout.runs / s.key / f).exists() for f in RUN_FILES)]
+
+
+def _read_run(run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(scores, item ids, metrics.json, model.json) of a finished run."""
+    scores = np.load(run_dir / "test_scores.npy")
+    ids = pd.read_parquet(run_dir / "test_items.parquet")["item_id"].astype(str).to_numpy(dtype=object)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model = json.loads((run_dir / "model.json").read_text())
+    if scores.ndim != 2 or len(scores) != len(ids) or scores.shape[1] != len(model["vocabulary"]):
+        raise ValueError(
+            f"{run_dir}: test_scores.npy has shape {scores.shape} but there are {len(ids)} test items "
+            f"and {len(model['vocabulary'])} labels in model.json"
+        )
+    return scores, ids, metrics, model
+
+
+def _align(scores: np.ndarray, ids: np.ndarray, reference: np.ndarray, key: str, first_key: str) -> np.ndarray:
+    """Scores reordered to the reference item order; ValueError when the test items differ."""
+    if len(ids) == len(reference) and (ids == reference).all():
+        return scores
+    if len(ids) != len(reference) or set(ids) != set(reference) or len(set(ids)) != len(ids):
+        raise ValueError(
+            f"runs {first_key} and {key} were scored on different test items ({len(reference)} vs {len(ids)}); "
+            "every run of a dataset must share one test set: retrain the stale runs"
+        )
+    position = pd.Index(ids).get_indexer(pd.Index(reference))
+    return scores[position]
+
+
+def _cell_metrics(metrics: dict) -> dict:
+    out = {"map": metrics["map"]}
+    for name in METRIC_COLUMNS:
+        out[name] = metrics.get(name, math.nan)  # k above the number of labels: not defined
+    return out
+
+
+# ---------------------------------------------------------------------------- the evaluation
+
+
+def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
+    """Evaluate every run of the grid and write `evaluation/` (see the module docstring).
+
+    Returns {"dataset", "evaluation_dir", "paths" (output name -> path), "headline" (or None),
+    "table" (the results as a DataFrame), "summary" (what summary.json holds)}.
+    Raises FileNotFoundError naming the runs that are not finished, ValueError when runs
+    disagree on their test items; nothing is written then.
+    """
+    from collab_iu.image_cache import load_image_cache
+    from collab_iu.splits import label_ratio_mask
+    from collab_iu.stages import load_prepared, load_splits
+
+    layout = dataset_layout(params, dataset, repo_root)
+    exp = params.experiment
+    specs = grid_runs(params)
+    missing = _missing_runs(layout, specs)
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(specs)} runs of dataset {layout.name!r} are not finished under {layout.runs}: "
+            f"{', '.join(missing)}; train them first"
+        )
+
+    items, _ = load_prepared(layout)
+    items = items.reset_index(drop=True)
+    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
+    has_image = load_image_cache(layout.cache).rows(items["item_id"]) >= 0
+    is_train = split == "train"
+    position = pd.Index(items["item_id"].astype(str))
+
+    # every run, aligned to the first run's test items
+    loaded: dict[str, tuple] = {}
+    reference_ids: np.ndarray | None = None
+    for spec in specs:
+        scores, ids, metrics, model = _read_run(layout.runs / spec.key)
+        if reference_ids is None:
+            reference_ids, first_key = ids, spec.key
+        scores = _align(scores, ids, reference_ids, spec.key, first_key)
+        loaded[spec.key] = (scores, metrics, model)
+    assert reference_ids is not None
+    expected = set(items["item_id"].astype(str).to_numpy()[(split == "test") & has_image])
+    if set(reference_ids) != expected:
+        raise ValueError(
+            f"the runs were scored on {len(reference_ids)} test items, but the current split has {len(expected)} "
+            f"test items with a cached image ({len(set(reference_ids) - expected)} not among them): "
+            "the runs are stale, retrain them"
+        )
+    test_rows = position.get_indexer(pd.Index(reference_ids))
+    test_labels = items["labels"].iloc[test_rows]
+    n_test = len(test_rows)
+    indices = bootstrap_indices(n_test, exp.bootstrap_resamples, exp.bootstrap_fraction, exp.bootstrap_seed)
+
+    truth: dict[tuple, np.ndarray] = {}
+
+    def ground_truth(vocabulary: list[str]) -> np.ndarray:
+        key = tuple(vocabulary)
+        if key not in truth:
+            truth[key] = label_matrix(test_labels, list(vocabulary))
+        return truth[key]
+
+    def score(y: np.ndarray, scores: np.ndarray) -> tuple[dict, np.ndarray]:
+        return evaluate_scores(y, scores, KS), bootstrap_map(y, scores, indices=indices)
+
+    scored: list[_Scored] = []
+    for spec in specs:
+        scores, metrics, model = loaded[spec.key]
+        m, boot = score(ground_truth(model["vocabulary"]), scores)
+        scored.append(
+            _Scored(
+                spec.method, spec.label_ratio, spec.cf_weight, spec.seed, m, boot,
+                run_key=spec.key, val_map=metrics.get("val_map"), best_epoch=metrics.get("best_epoch"),
+            )
+        )  # fmt: skip
+
+    # reference points, on the vocabulary of the first run (every run shares it)
+    vocabulary = list(loaded[specs[0].key][2]["vocabulary"])
+    y_ref = ground_truth(vocabulary)
+    for ratio in sorted({float(r) for r in exp.label_ratios}):
+        for seed in sorted({int(s) for s in exp.seeds}):
+            rng = np.random.default_rng(seed)
+            random_scores = rng.random((n_test, len(vocabulary)))
+            m, boot = score(y_ref, random_scores)
+            scored.append(_Scored("random", ratio, 0.0, seed, m, boot))
+            kept = label_ratio_mask(items["labels"], is_train, has_image, ratio, seed)
+            frequency = np.zeros(len(vocabulary))
+            if kept.any():
+                frequency = label_matrix(items["labels"][kept], vocabulary).astype(np.float64).mean(axis=0)
+            m, boot = score(y_ref, np.tile(frequency, (n_test, 1)))
+            scored.append(_Scored("popularity", ratio, 0.0, seed, m, boot))
+
+    table, cell_samples = _cells(scored, layout.name)
+    headline = _headline(table)
+    bootstrap = {
+        "resamples": int(exp.bootstrap_resamples),
+        "fraction": float(exp.bootstrap_fraction),
+        "seed": int(exp.bootstrap_seed),
+        "items_per_resample": int(indices.shape[1]),
+        "test": "one set of resamples (without replacement) for every run; paired t-test over resamples "
+        "of the seed-averaged mAP; 95 % percentile interval",
+    }
+    summary = {
+        "dataset": layout.name,
+        "n_test_items": n_test,
+        "n_labels": len(vocabulary),
+        "baseline": BASELINE,
+        "bootstrap": bootstrap,
+        "cells": table.to_dict(orient="records"),
+        "runs": [
+            {
+                "run_key": s.run_key,
+                "method": s.method,
+                "label_ratio": s.label_ratio,
+                "cf_weight": s.cf_weight,
+                "seed": s.seed,
+                "test_map": s.metrics["map"],
+                "val_map": s.val_map,
+                "best_epoch": s.best_epoch,
+            }
+            for s in scored
+            if s.run_key is not None
+        ],
+    }
+    if headline is not None:
+        summary["headline"] = headline
+    summary = _plain(summary)
+    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+
+    paths = {name: layout.evaluation / file for name, file in OUTPUTS.items()}
+    with atomic_dir(layout.evaluation) as tmp:
+        table.to_csv(tmp / OUTPUTS["results_csv"], index=False)
+        (tmp / OUTPUTS["results_md"]).write_text(_markdown(table, summary))
+        (tmp / OUTPUTS["summary_json"]).write_text(text)
+        _plot_map(table, tmp / OUTPUTS["map_plot"])
+        _plot_improvement(table, tmp / OUTPUTS["improvement_plot"])
+    return {
+        "dataset": layout.name,
+        "evaluation_dir": layout.evaluation,
+        "paths": paths,
+        "headline": summary.get("headline"),
+        "table": table,
+        "summary": summary,
+    }
+
+
+def _cells(scored: list[_Scored], dataset: str) -> tuple[pd.DataFrame, dict]:
+    """The results table (one row per cell, compared with image_only) and each cell's seed-averaged samples."""
+    groups: dict[tuple, list[_Scored]] = {}
+    for s in scored:
+        groups.setdefault((s.method, s.label_ratio, s.cf_weight), []).append(s)
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    keys = sorted(groups, key=lambda k: (k[1], order.get(k[0], len(order)), k[2]))
+
+    rows, samples, by_seed = [], {}, {}
+    for key in keys:
+        runs = sorted(groups[key], key=lambda s: s.seed)
+        maps = np.array([s.metrics["map"] for s in runs], dtype=np.float64)
+        boot = np.mean([s.bootstrap for s in runs], axis=0)  # seed-averaged, resample by resample
+        samples[key] = boot
+        by_seed[key] = {s.seed: s.metrics["map"] for s in runs}
+        low, high = confidence_interval(boot) if np.isfinite(boot).all() else (math.nan, math.nan)
+        row = {
+            "dataset": dataset,
+            "method": key[0],
+            "label_ratio": key[1],
+            "cf_weight": key[2],
+            "n_seeds": len(runs),
+            "map_mean": float(maps.mean()),
+            "map_std": float(maps.std(ddof=1)) if len(maps) > 1 else math.nan,
+            "map_ci_low": low,
+            "map_ci_high": high,
+            "map_bootstrap_mean": float(boot.mean()),
+        }
+        for name in METRIC_COLUMNS:
+            row[name] = float(np.mean([_cell_metrics(s.metrics)[name] for s in runs]))
+        rows.append(row)
+
+    for row, key in zip(rows, keys):
+        row |= {"improvement": math.nan, "p_bootstrap": math.nan, "p_seeds": math.nan, "mark": ""}
+        base_key = (BASELINE, key[1], 0.0)
+        if key[0] == BASELINE or base_key not in samples:
+            continue
+        base_row = rows[keys.index(base_key)]
+        row["improvement"] = relative_improvement(row["map_mean"], base_row["map_mean"])
+        if np.isfinite(samples[key]).all() and np.isfinite(samples[base_key]).all():
+            row["p_bootstrap"] = paired_bootstrap_test(samples[key], samples[base_key])["p"]
+        if set(by_seed[key]) == set(by_seed[base_key]):
+            row["p_seeds"] = paired_seed_test(by_seed[key], by_seed[base_key])["p"]
+        row["mark"] = significance_mark(row["p_bootstrap"])
+    table = pd.DataFrame(rows, columns=list(CELL_COLUMNS))
+    return table, samples
+
+
+def _headline(table: pd.DataFrame) -> dict | None:
+    """with_cf vs image_only at the lowest label ratio where both ran (best cf weight by improvement)."""
+    cf = table[(table["method"] == "with_cf") & table["improvement"].notna()]
+    if cf.empty:
+        return None
+    ratio = float(cf["label_ratio"].min())
+    at = cf[cf["label_ratio"] == ratio]
+    best = at.loc[at["improvement"].idxmax()]
+    base = table[(table["method"] == BASELINE) & (table["label_ratio"] == ratio)].iloc[0]
+    return {
+        "lowest_label_ratio": ratio,
+        "with_cf_weight": float(best["cf_weight"]),
+        "with_cf_map": float(best["map_mean"]),
+        "image_only_map": float(base["map_mean"]),
+        "improvement": float(best["improvement"]),
+        "p_bootstrap": float(best["p_bootstrap"]),
+        "p_seeds": float(best["p_seeds"]),
+        "mark": str(best["mark"]),
+    }
+
+
+def _plain(value):
+    """Plain JSON values: numpy scalars to Python, NaN and infinities to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------------------- text output
+
+
+def _num(value, spec: str = ".4f", empty: str = "-") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return empty
+    return format(value, spec)
+
+
+def _pvalue(p) -> str:
+    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+        return "-"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _improvement(row) -> str:
+    if not math.isfinite(row["improvement"]):
+        return "baseline" if row["method"] == BASELINE else "-"
+    return f"{row['improvement'] * 100:+.1f}%{row['mark']}"
+
+
+def _markdown(table: pd.DataFrame, summary: dict) -> str:
+    lines = [f"# Evaluation: {summary['dataset']}", ""]
+    b = summary["bootstrap"]
+    lines.append(
+        f"{summary['n_test_items']} test items, {summary['n_labels']} labels. mAP: mean ± std over seeds "
+        f"[95 % bootstrap CI of the seed-averaged mAP; {b['resamples']} resamples of {b['fraction']:g} of the "
+        f"test items]. Improvement over image_only at the same label ratio; `*` p <= 0.05, `**` p <= 0.01 "
+        "(paired t-test over resamples); p (seeds): paired t-test over seeds."
+    )
+    lines.append("")
+    h = summary.get("headline")
+    if h:
+        lines.append(
+            f"**Headline** (label ratio {h['lowest_label_ratio']:g}): with_cf (cf weight {h['with_cf_weight']:g}) "
+            f"{_num(h['with_cf_map'])} vs image_only {_num(h['image_only_map'])}: "
+            f"{_num(h['improvement'] * 100 if h['improvement'] is not None else None, '+.1f')}%{h['mark']} "
+            f"(p bootstrap {_pvalue(h['p_bootstrap'])}, p seeds {_pvalue(h['p_seeds'])})"
+        )
+        lines.append("")
+    lines.append(
+        "| method | label ratio | cf weight | seeds | mAP mean ± std [95% CI] | micro AP | p@1 "
+        "| improvement | p (bootstrap) | p (seeds) |"
+    )
+    lines.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for _, r in table.iterrows():
+        cf = f"{r['cf_weight']:g}" if r["method"] in ("with_cf", "cf_pretrain") else "-"
+        lines.append(
+            f"| {r['method']} | {r['label_ratio']:g} | {cf} | {r['n_seeds']} | "
+            f"{_num(r['map_mean'])} ± {_num(r['map_std'])} [{_num(r['map_ci_low'])}, {_num(r['map_ci_high'])}] | "
+            f"{_num(r['micro_ap'])} | {_num(r['precision@1'])} | {_improvement(r)} | "
+            f"{_pvalue(r['p_bootstrap'])} | {_pvalue(r['p_seeds'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """A compact fixed-width text table of the results (for the terminal)."""
+    header = ("method", "ratio", "cf_w", "n", "mAP", "±std", "95% CI", "p@1", "improv.", "p_boot", "p_seeds")
+    rows = []
+    for _, r in df.iterrows():
+        rows.append(
+            (
+                str(r["method"]),
+                f"{r['label_ratio']:g}",
+                f"{r['cf_weight']:g}" if r["method"] in ("with_cf", "cf_pretrain") else "-",
+                str(r["n_seeds"]),
+                _num(r["map_mean"]),
+                _num(r["map_std"]),
+                f"[{_num(r['map_ci_low'])}, {_num(r['map_ci_high'])}]",
+                _num(r["precision@1"], ".3f"),
+                _improvement(r),
+                _pvalue(r["p_bootstrap"]),
+                _pvalue(r["p_seeds"]),
+            )
+        )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    left = {0}  # the method column is left-aligned, numbers right-aligned
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _figure(width: float = 7.0, height: float = 4.5):
+    """A matplotlib Figure on the Agg canvas (no pyplot, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _label(method: str, cf_weight: float, weights: set[float]) -> str:
+    if method in ("with_cf", "cf_pretrain") and len(weights) > 1:
+        return f"{method} (w={cf_weight:g})"
+    return method
+
+
+def _plot_map(table: pd.DataFrame, dest: Path) -> None:
+    """mAP vs label ratio: a line per method / cf weight (error bars = std over seeds), reference points dashed."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    trained = table[~table["method"].isin(REFERENCE_METHODS)]
+    weights = set(trained.loc[trained["method"] != BASELINE, "cf_weight"])
+    for (method, weight), cell in trained.groupby(["method", "cf_weight"], sort=False):
+        cell = cell.sort_values("label_ratio")
+        ax.errorbar(
+            cell["label_ratio"], cell["map_mean"], yerr=cell["map_std"].fillna(0.0),
+            marker="o", capsize=3, label=_label(method, weight, weights),
+        )  # fmt: skip
+    for method, style in zip(REFERENCE_METHODS, ("--", ":")):
+        cell = table[table["method"] == method].sort_values("label_ratio")
+        if len(cell):
+            ax.plot(cell["label_ratio"], cell["map_mean"], linestyle=style, color="grey", label=method)
+    ratios = sorted(set(table["label_ratio"]))
+    if len(ratios) > 1 and min(ratios) > 0:
+        ax.set_xscale("log")
+    ax.set_xticks(ratios)
+    ax.set_xticklabels([f"{r:g}" for r in ratios])
+    ax.minorticks_off()
+    ax.set_xlabel("label ratio (share of training items with labels)")
+    ax.set_ylabel("test mAP (mean over seeds ± std)")
+    ax.set_title(f"{table['dataset'].iloc[0]}: mAP vs label ratio" if len(table) else "mAP vs label ratio")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(dest, format="png")
+
+
+def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
+    """Relative improvement over image_only per label ratio: a bar per method / cf weight, significance marked."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    compared = table[~table["method"].isin((BASELINE, *REFERENCE_METHODS)) & table["improvement"].notna()]
+    if compared.empty:
+        ax.text(0.5, 0.5, "no comparison with image_only in this grid", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        ratios = sorted(set(compared["label_ratio"]))
+        series = list(compared.groupby(["method", "cf_weight"], sort=False))
+        weights = {w for (_, w), _ in series}
+        width = 0.8 / len(series)
+        for i, ((method, weight), cell) in enumerate(series):
+            cell = cell.set_index("label_ratio").reindex(ratios)
+            x = np.arange(len(ratios)) + (i - (len(series) - 1) / 2) * width
+            values = cell["improvement"].to_numpy(dtype=float) * 100
+            ax.bar(x, np.nan_to_num(values), width, label=_label(method, weight, weights))
+            for xi, v, mark in zip(x, values, cell["mark"].fillna("")):
+                if np.isfinite(v) and mark:
+                    ax.annotate(mark, (xi, v), ha="center", va="bottom" if v >= 0 else "top", fontsize=10)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.margins(y=0.15)  # room for the marks
+        ax.set_xticks(np.arange(len(ratios)))
+        ax.set_xticklabels([f"{r:g}" for r in ratios])
+        ax.set_xlabel("label ratio")
+        ax.set_ylabel("mAP improvement over image_only (%)")
+        ax.set_title("* p <= 0.05, ** p <= 0.01 (paired bootstrap t-test)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(dest, format="png")

@@ -1,0 +1,178 @@
+"""Train one run of the grid (or all of them) and score it on the test items.
+
+A run folder `data/<dataset>/runs/<run key>/` holds:
+
+- `checkpoint.pt` (resume state), `best.pt` (state_dict of the best validation epoch), `train.json`;
+- `model.json`: what `predict` needs to rebuild the model (backbone, vocabulary, sizes), and the run's config;
+- `test_scores.npy` (float32, test items x labels) with `test_items.parquet` (item_id), from pixels only;
+- `metrics.json`: test metrics of the best epoch; written last, so its presence marks a finished run.
+
+A finished run with the same config is not trained again; an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from collab_iu.atomic import write_json, write_parquet
+from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
+from collab_iu.grid import RunSpec, grid_runs, parse_run_key
+from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.metrics import evaluate_scores
+from collab_iu.models import MultitaskModel
+from collab_iu.params import Params, TrainParams
+from collab_iu.train import BEST, load_training_data, predict_scores, resolve_device, train_model
+
+MODEL_JSON = "model.json"
+METRICS_JSON = "metrics.json"
+
+
+def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
+    """The training parameters of one run: params.train with the run's cf weight and seed."""
+    return params.train.model_copy(update={"cf_weight": spec.cf_weight, "seed": spec.seed})
+
+
+def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
+    """Everything that determines a run's result; its hash decides whether a run folder is reusable."""
+    from collab_iu.stages import read_report
+
+    config = {
+        "dataset": layout.name,
+        "run_key": spec.key,
+        "method": spec.method,
+        "label_ratio": spec.label_ratio,
+        "cf_weight": spec.cf_weight,
+        "seed": spec.seed,
+        "train": run_train_params(params, spec).model_dump(mode="json"),
+        "augment": params.augment.model_dump(mode="json"),
+        "pretrain_epochs": params.experiment.pretrain_epochs if spec.method == "cf_pretrain" else None,
+        "fingerprint": read_report(layout.prepared)["fingerprint"],
+        "split": params.split.model_dump(mode="json"),
+        "cf": params.cf.model_dump(mode="json"),
+        "cache": params.cache.model_dump(mode="json"),
+    }
+    config["config_hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return config
+
+
+def _reusable(run_dir: Path, config: dict) -> bool:
+    try:
+        saved = json.loads((run_dir / MODEL_JSON).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return saved.get("config", {}).get("config_hash") == config["config_hash"]
+
+
+def train_run(
+    params: Params, spec: RunSpec | str, dataset: str | None = None, repo_root: Path | None = None, progress: bool = True
+) -> dict:
+    """Train (or resume, or reuse) one grid run and score its best epoch on the test items; returns metrics."""
+    spec = parse_run_key(spec) if isinstance(spec, str) else spec
+    layout = dataset_layout(params, dataset, repo_root)
+    run_dir = layout.runs / spec.key
+    config = run_config(params, spec, layout)
+    if _reusable(run_dir, config):
+        if (run_dir / METRICS_JSON).exists():
+            return json.loads((run_dir / METRICS_JSON).read_text())
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)  # another config: start over
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    data = load_training_data(layout, params, spec.label_ratio, spec.seed)
+    train_params = run_train_params(params, spec)
+    size = params.augment.output_size or params.cache.image_size
+    model_info = {
+        "backbone": train_params.backbone,
+        "vocabulary": data.vocabulary,
+        "cf_dim": int(data.cf_target.shape[1]) if spec.cf_weight > 0 and spec.method == "with_cf" else 0,
+        "cache_size": params.cache.image_size,
+        "input_size": size,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "config": config,
+    }
+    write_json(model_info, run_dir / MODEL_JSON)
+
+    init = None
+    if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
+        stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
+        train_model(data, stage1, params.augment, run_dir / "pretrain", progress=progress)
+        init = run_dir / "pretrain" / BEST
+        train_params = train_params.model_copy(update={"cf_weight": 0.0})
+    elif spec.method == "image_only":
+        train_params = train_params.model_copy(update={"cf_weight": 0.0})
+    summary = train_model(data, train_params, params.augment, run_dir, progress=progress, init_backbone=init)
+
+    metrics = score_run(run_dir, layout, model_info, train_params)
+    metrics |= {
+        "run_key": spec.key,
+        "method": spec.method,
+        "label_ratio": spec.label_ratio,
+        "cf_weight": spec.cf_weight,
+        "seed": spec.seed,
+        "best_epoch": summary["best_epoch"],
+        "val_map": summary["best_val_map"],
+        "labelled_train_items": summary["labelled_train_items"],
+    }
+    write_json(metrics, run_dir / METRICS_JSON)
+    return metrics
+
+
+def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[MultitaskModel, dict]:
+    """Rebuild a trained run's model (best epoch) and its model.json."""
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / MODEL_JSON).read_text())
+    model = MultitaskModel(info["backbone"], len(info["vocabulary"]), info["cf_dim"])
+    model.load_state_dict(torch.load(run_dir / BEST, map_location="cpu", weights_only=True))
+    return model.to(device).eval(), info
+
+
+def score_run(run_dir: Path, layout: DatasetLayout, info: dict, train_params: TrainParams) -> dict:
+    """Score the test items with the best epoch; write test_scores.npy and test_items.parquet."""
+    from collab_iu.dataset import label_matrix
+    from collab_iu.image_cache import load_image_cache
+    from collab_iu.stages import load_prepared, load_splits
+
+    items, _ = load_prepared(layout)
+    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
+    cache = load_image_cache(layout.cache)
+    rows = cache.rows(items["item_id"])
+    test = np.flatnonzero((split == "test") & (rows >= 0))
+    device = resolve_device(train_params.device)
+    model, _ = load_run_model(run_dir, device)
+    scores = predict_scores(model, cache.images, rows[test], info["input_size"], device).astype(np.float32)
+    np.save(run_dir / "test_scores.npy", scores)
+    write_parquet(pd.DataFrame({"item_id": items["item_id"].to_numpy()[test]}), run_dir / "test_items.parquet")
+    y = label_matrix(items["labels"].iloc[test], info["vocabulary"])
+    metrics = evaluate_scores(y, scores)
+    return {"test_" + k: v for k, v in metrics.items()}
+
+
+def _train_run_quietly(args: tuple) -> dict:
+    params, key, dataset, repo_root = args
+    return train_run(params, key, dataset, repo_root, progress=False)
+
+
+def run_grid(params: Params, dataset: str | None = None, repo_root: Path | None = None, progress: bool = True) -> list[dict]:
+    """Train every run of params.experiment (in parallel processes when experiment.workers > 1)."""
+    keys = [spec.key for spec in grid_runs(params)]
+    workers = min(params.experiment.workers, len(keys))
+    if workers <= 1:
+        return [train_run(params, key, dataset, repo_root, progress=progress) for key in keys]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        jobs = [(params, key, dataset, repo_root) for key in keys]
+        results = []
+        for metrics in pool.map(_train_run_quietly, jobs):
+            if progress:
+                print(f"  {metrics['run_key']}: test mAP {metrics['test_map']:.4f} (best epoch {metrics['best_epoch']})")
+            results.append(metrics)
+        return results

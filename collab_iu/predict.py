@@ -1,0 +1,236 @@
+"""Predict labels for new images with a trained run: pixels only, no interactions needed.
+
+Each image is decoded exactly as the image cache does it (`load_square_rgb` at the run's
+cache size), then resized and normalised by `eval_transform` as in validation and test,
+so a file that is also in the cache gets the same scores as its cached copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from collab_iu.atomic import atomic_file
+from collab_iu.image_io import load_square_rgb
+
+if TYPE_CHECKING:  # torch is imported on use, so that `collab-iu --help` and the other subcommands stay fast
+    import torch
+
+MODEL_JSON = "model.json"  # collab_iu.experiment.MODEL_JSON
+BEST = "best.pt"  # collab_iu.train.BEST
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+CSV_COLUMNS = ["path", "rank", "label", "score"]
+
+
+class ModelFolderError(FileNotFoundError):
+    """The --model folder is not a trained run (no model.json / best.pt, or they do not load)."""
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path if it holds a trained run; ModelFolderError naming what is missing otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ModelFolderError(f"{run_dir}: no such run folder (expected data/<dataset>/runs/<run key>)")
+    missing = [name for name in (MODEL_JSON, BEST) if not (run_dir / name).is_file()]
+    if missing:
+        raise ModelFolderError(f"{run_dir} is not a trained run folder: {' and '.join(missing)} missing")
+    return run_dir
+
+
+def load_predictor(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The run's model (best epoch, eval mode, on `device`) and its model.json; ModelFolderError if unusable."""
+    from collab_iu.experiment import load_run_model
+
+    run_dir = check_run_dir(run_dir)
+    try:
+        return load_run_model(run_dir, device)
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:  # bad JSON, wrong keys, mismatched weights
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        raise ModelFolderError(f"{run_dir}: cannot load the model ({MODEL_JSON} / {BEST}): {reason}") from None
+
+
+def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to predict (folders expanded recursively to their image files, sorted) and (path, reason) skips."""
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                skipped.append((path, "folder has no image files (" + " ".join(sorted(IMAGE_SUFFIXES)) + ")"))
+        elif path.exists():
+            found = [path]  # named explicitly: try it whatever its suffix
+        else:
+            skipped.append((path, "missing"))
+            continue
+        for file in found:
+            if file not in seen:
+                seen.add(file)
+                files.append(file)
+    return files, skipped
+
+
+def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return load_square_rgb(path, size), None
+    except FileNotFoundError:
+        return None, "missing"
+    except Exception as exc:  # noqa: BLE001 - any decoding failure skips this file, with its reason
+        return None, f"undecodable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+
+def _normalised(batch: torch.Tensor, info: dict) -> torch.Tensor:
+    """eval_transform, with the run's own mean/std when model.json records others than ImageNet's."""
+    import torch
+
+    from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+
+    x = eval_transform(batch, info["input_size"])
+    mean, std = tuple(info.get("mean", IMAGENET_MEAN)), tuple(info.get("std", IMAGENET_STD))
+    if mean != IMAGENET_MEAN or std != IMAGENET_STD:
+        as_tensor = lambda v: torch.tensor(v, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # noqa: E731
+        x = (x * as_tensor(IMAGENET_STD) + as_tensor(IMAGENET_MEAN) - as_tensor(mean)) / as_tensor(std)
+    return x
+
+
+def top_labels(scores: np.ndarray, vocabulary: list[str], top_k: int) -> list[tuple[str, float]]:
+    """The `top_k` (label, score) pairs of one score vector, highest first (ties: vocabulary order)."""
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [(vocabulary[i], float(scores[i])) for i in order]
+
+
+def predict_images(
+    run_dir: str | Path,
+    paths: list[Path],
+    top_k: int = 3,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    workers: int = 4,
+) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Label probabilities of image files (folders expanded) with a trained run's best epoch.
+
+    Returns ([{"path": Path, "labels": [(label, score), ...]}, ...] in input order, top_k per image,
+    highest score first) and [(path, reason), ...] for the paths that could not be read; those are
+    skipped and the rest are still predicted. Raises ModelFolderError if `run_dir` is not a trained run.
+    """
+    import torch
+
+    from collab_iu.train import resolve_device
+
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = resolve_device(device) if isinstance(device, str) else device
+    model, info = load_predictor(run_dir, device)
+    vocabulary, size = info["vocabulary"], info["cache_size"]
+    files, skipped = expand_paths(paths)
+    predictions: list[dict] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, torch.no_grad():
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            decoded = list(pool.map(lambda p: _decode(p, size), chunk))
+            kept, pixels = [], []
+            for path, (image, problem) in zip(chunk, decoded):
+                if problem is not None:
+                    skipped.append((path, problem))
+                else:
+                    kept.append(path)
+                    pixels.append(image)
+            if not kept:
+                continue
+            batch = torch.from_numpy(np.stack(pixels)).to(device)
+            scores = torch.sigmoid(model(_normalised(batch, info))["label_logits"].float()).cpu().numpy()
+            for path, row in zip(kept, scores):
+                predictions.append({"path": path, "labels": top_labels(row, vocabulary, top_k)})
+    return predictions, skipped
+
+
+def write_predictions_csv(predictions: list[dict], dest: str | Path) -> None:
+    """One row per (image, rank): path, rank (1 = highest score), label, score; written atomically."""
+    with atomic_file(dest) as tmp:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            for p in predictions:
+                for rank, (label, score) in enumerate(p["labels"], start=1):
+                    writer.writerow([str(p["path"]), rank, label, repr(score)])
+
+
+def format_prediction(prediction: dict) -> str:
+    """`path<TAB>label1 0.93, label2 0.41, ...`"""
+    return f"{prediction['path']}\t" + ", ".join(f"{label} {score:.2f}" for label, score in prediction["labels"])
+
+
+def resolve_model_arg(args: argparse.Namespace) -> Path:
+    """--model as given when it exists; otherwise a bare run key under the dataset's runs folder (params)."""
+    model = Path(args.model)
+    if model.exists() or len(model.parts) != 1:
+        return model
+    from collab_iu.layout import dataset_layout
+    from collab_iu.params import load_params
+
+    params = load_params(args.params, args.overrides)
+    candidate = dataset_layout(params, args.dataset).runs / args.model
+    if not candidate.exists():
+        raise ModelFolderError(f"{args.model}: no such run folder, nor a run key with a folder {candidate}")
+    return candidate
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from collab_iu.train import resolve_device
+
+    run_dir = resolve_model_arg(args)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    predictions, skipped = predict_images(run_dir, args.images, args.top_k, device, args.batch_size)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not predictions:
+        print(f"error: none of the images could be read ({len(skipped)} skipped)", file=sys.stderr)
+        return 2
+    if args.output is not None:
+        write_predictions_csv(predictions, args.output)
+        print(f"wrote {len(predictions)} predictions (top {args.top_k}) to {args.output}")
+    else:
+        for prediction in predictions:
+            print(format_prediction(prediction))
+    return 1 if skipped else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `collab-iu predict` on the subparsers of cli.build_parser."""
+    from collab_iu.cli import _common
+
+    text = "label new images with a trained run (pixels only); exit 1 if some files were skipped, 2 if none read"
+    p = subparsers.add_parser("predict", help=text, description=text)
+    p.add_argument(
+        "--model", required=True, metavar="RUN_DIR",
+        help="a run folder (data/<dataset>/runs/<run key>) or a bare run key of --dataset",
+    )  # fmt: skip
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders (recursive)")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="labels per image (default: %(default)s)")
+    p.add_argument("--output", type=Path, metavar="FILE.csv", help="write a CSV (path, rank, label, score) instead")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="default: %(default)s")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default: %(default)s)")
+    _common(p)
+    p.set_defaults(func=cmd_predict)
+    return p

@@ -1,0 +1,271 @@
+"""The training loop: one explicit loop over cached images, model selection by validation mAP.
+
+A run reads the image cache, the split, the CF vectors and a label-ratio mask, trains
+`MultitaskModel` with `label_weight * L_label + cf_weight * L_cf`, keeps the epoch with
+the best validation mAP (never the test set) and writes a checkpoint every epoch, so an
+interrupted run resumes where it stopped and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from collab_iu.atomic import atomic_file, write_json
+from collab_iu.augment import BatchAugment, eval_transform
+from collab_iu.dataset import label_matrix, label_vocabulary
+from collab_iu.image_cache import load_image_cache
+from collab_iu.layout import DatasetLayout
+from collab_iu.losses import confidence_weights, multitask_loss, pos_weight_from_labels
+from collab_iu.metrics import macro_map
+from collab_iu.models import MultitaskModel
+from collab_iu.params import AugmentParams, Params, TrainParams
+from collab_iu.splits import label_ratio_mask
+
+CHECKPOINT = "checkpoint.pt"  # everything needed to resume (model, optimiser, scheduler, RNG, history)
+BEST = "best.pt"  # the state_dict of the epoch with the best validation mAP
+
+
+@dataclass
+class TrainingData:
+    """What one run trains and validates on, aligned row by row."""
+
+    images: np.ndarray  # the cache (memory-mapped N x S x S x 3 uint8)
+    vocabulary: list[str]
+    train_rows: np.ndarray  # cache rows of the training items with an image
+    train_labels: np.ndarray  # float32 n_train x L (rows of unlabelled items are zero)
+    train_labelled: np.ndarray  # bool n_train: keeps its labels at this label ratio
+    cf_target: np.ndarray  # float32 n_train x D (zero where there is no target)
+    cf_confidence: np.ndarray  # float32 n_train, 0 = no CF target
+    val_rows: np.ndarray
+    val_labels: np.ndarray
+
+
+def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float, seed: int) -> TrainingData:
+    """Assemble a run's data from the prepared, split, cf and cache outputs of `layout`."""
+    from collab_iu.stages import load_prepared, load_splits
+
+    items, _ = load_prepared(layout)
+    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
+    cache = load_image_cache(layout.cache)
+    rows = cache.rows(items["item_id"])
+    has_image = rows >= 0
+    vectors = np.load(layout.cf / "item_vectors.npy")
+    counts = pd.read_parquet(layout.cf / "item_index.parquet")["n_interactions"].to_numpy()
+
+    is_train = split == "train"
+    keep_labels = label_ratio_mask(items["labels"], is_train, has_image, label_ratio, seed)
+    vocabulary = label_vocabulary(items.loc[is_train & has_image, "labels"])
+    y = label_matrix(items["labels"], vocabulary)
+    train = np.flatnonzero(is_train & has_image)
+    val = np.flatnonzero((split == "val") & has_image)
+
+    target = vectors[train].astype(np.float32)
+    has_cf = counts[train] > 0
+    if params.train.standardize_cf and has_cf.any():
+        # one scale for all dimensions keeps the vectors' geometry: strong (label-like) directions stay strong
+        mean = target[has_cf].mean(0)
+        std = float(np.sqrt(target[has_cf].var(0).mean())) + 1e-6
+        target = np.where(has_cf[:, None], (target - mean) / std, 0.0).astype(np.float32)
+    raw = counts[train].astype(np.float64)
+    confidence = confidence_weights(np.where(has_cf, raw, 0.0), params.train.confidence).astype(np.float32)
+    return TrainingData(
+        images=cache.images,
+        vocabulary=vocabulary,
+        train_rows=rows[train],
+        train_labels=np.where(keep_labels[train][:, None], y[train], 0.0).astype(np.float32),
+        train_labelled=keep_labels[train],
+        cf_target=target,
+        cf_confidence=np.where(has_cf, confidence, 0.0).astype(np.float32),
+        val_rows=rows[val],
+        val_labels=y[val],
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when available, else CPU; cuda without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def _optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimizer:
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    if p.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs)
+    if p.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=p.step_epochs, gamma=p.step_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+def _to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    batch = torch.from_numpy(np.ascontiguousarray(images[rows]))
+    return batch.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def predict_scores(
+    model: MultitaskModel, images: np.ndarray, rows: np.ndarray, size: int, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """Label probabilities (n x L) for cached images, from pixels only."""
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        x = eval_transform(_to_device(images, rows[start : start + batch_size], device), size)
+        out.append(torch.sigmoid(model(x)["label_logits"].float()).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.label_head.out_features), np.float32)
+
+
+def _save(obj: dict, path: Path) -> None:
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def train_model(
+    data: TrainingData,
+    params: TrainParams,
+    augment: AugmentParams,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    init_backbone: str | Path | None = None,
+) -> dict:
+    """Train (or resume) one run in `out_dir`; return its summary (best epoch, validation mAP, history).
+
+    `on_epoch_end(record)` is called after each epoch's checkpoint is written (loggers use it).
+    `init_backbone`: a state_dict file whose `backbone.*` weights start this run (cf_pretrain's
+    second stage). With label_weight 0 (a CF-only stage) the last epoch counts as the best.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(params.device)
+    if params.num_threads:
+        torch.set_num_threads(params.num_threads)
+    torch.manual_seed(params.seed)
+    generator = torch.Generator(device=device).manual_seed(params.seed)  # augmentation
+    order_rng = torch.Generator().manual_seed(params.seed)  # batch order
+
+    cf_dim = data.cf_target.shape[1] if params.cf_weight > 0 else 0
+    model = MultitaskModel(params.backbone, len(data.vocabulary), cf_dim, params.weights).to(device)
+    if init_backbone is not None:
+        saved = torch.load(init_backbone, map_location="cpu", weights_only=True)
+        model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")})
+    cuda = device.type == "cuda"
+    if cuda and params.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, params)
+    sched = _scheduler(opt, params)
+    size = augment.output_size or data.images.shape[1]
+    aug = BatchAugment(augment, size)
+    labelled = data.train_labels[data.train_labelled]
+    if not len(labelled):
+        raise ValueError("no labelled training item at this label ratio")
+    pos_weight = pos_weight_from_labels(labelled).to(device)
+
+    state = {"epoch": 0, "history": [], "best_map": -1.0, "best_epoch": -1}
+    checkpoint = out_dir / CHECKPOINT
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        generator.set_state(saved["aug_rng"].cpu())
+        order_rng.set_state(saved["order_rng"].cpu())
+        state = saved["state"]
+
+    tensors = {
+        "labels": torch.from_numpy(data.train_labels),
+        "labelled": torch.from_numpy(data.train_labelled),
+        "cf_target": torch.from_numpy(data.cf_target),
+        "cf_confidence": torch.from_numpy(data.cf_confidence),
+    }
+    n = len(data.train_rows)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and params.amp else nullcontext()
+    for epoch in range(state["epoch"], params.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=order_rng).numpy()
+        batches = [np.sort(perm[i : i + params.batch_size]) for i in range(0, n, params.batch_size)]
+        batches = [b for b in batches if len(b) > 1]  # BatchNorm needs two items
+        sums: dict[str, float] = {}
+        seen, start = 0, time.perf_counter()
+        bar = _progress(batches, f"epoch {epoch + 1}/{params.epochs}", progress)
+        for idx in bar:
+            x = aug(_to_device(data.images, data.train_rows[idx], device), generator)
+            if cuda and params.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            batch = {k: v[idx].to(device, non_blocking=True) for k, v in tensors.items()}
+            with autocast:
+                outputs = model(x)
+            terms = multitask_loss(
+                outputs, batch, pos_weight=pos_weight, cf_kind=params.cf_loss,
+                label_weight=params.label_weight, cf_weight=params.cf_weight,
+            )  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            seen += len(idx)
+            if progress:
+                bar.set_postfix(loss=f"{sums['total'] / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        seconds = time.perf_counter() - start
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        val_map, _ = macro_map(data.val_labels, predict_scores(model, data.images, data.val_rows, size, device))
+        record = {
+            "epoch": epoch + 1,
+            **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()},
+            "val_map": float(val_map),
+            "lr": lr,
+            "images_per_s": seen / seconds if seconds else 0.0,
+        }
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        if val_map > state["best_map"] or params.label_weight == 0:
+            state["best_map"], state["best_epoch"] = float(val_map), epoch + 1
+            _save(model.state_dict(), out_dir / BEST)
+        _save(
+            {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(), "aug_rng": generator.get_state().cpu(),
+                "order_rng": order_rng.get_state(), "state": state,
+            },
+            checkpoint,
+        )  # fmt: skip
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    summary = {
+        "best_epoch": state["best_epoch"],
+        "best_val_map": state["best_map"],
+        "epochs": params.epochs,
+        "history": state["history"],
+        "vocabulary": data.vocabulary,
+        "labelled_train_items": int(data.train_labelled.sum()),
+        "train_items": n,
+        "device": device.type,
+    }
+    write_json(summary, out_dir / "train.json")
+    return summary
+
+
+def _progress(batches: list, desc: str, enabled: bool):
+    if not enabled:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, desc=desc, leave=False, dynamic_ncols=True)

@@ -1,0 +1,76 @@
+"""The training loop: a run learns, selects by validation mAP, and resumes to the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tiny_params_tree
+
+from collab_iu.layout import dataset_layout
+from collab_iu.params import params_from_dict
+from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
+from collab_iu.train import BEST, CHECKPOINT, load_training_data, train_model
+
+TINY_TRAIN = {"epochs": 2, "batch_size": 32, "device": "cpu", "num_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_data")
+    params = params_from_dict(tiny_params_tree(root, train=TINY_TRAIN))
+    for stage in (run_prepare, run_split, run_cf, run_cache):
+        stage(params)
+    return params, dataset_layout(params)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _stop_after_first_epoch(record: dict) -> None:
+    if record["epoch"] == 1:
+        raise Interrupted
+
+
+def _weights(path):
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return saved.get("model", saved)
+
+
+def test_label_ratio_limits_labelled_items(prepared):
+    params, layout = prepared
+    data = load_training_data(layout, params, label_ratio=0.2, seed=0)
+    n_labelled_train = sum(1 for _ in data.train_labels if _.any())
+    assert data.train_labelled.sum() == n_labelled_train  # only kept items carry labels
+    full = load_training_data(layout, params, label_ratio=1.0, seed=0)
+    assert data.train_labelled.sum() == round(0.2 * full.train_labelled.sum())
+    assert data.cf_target.shape[0] == len(data.train_rows) == len(data.cf_confidence)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(prepared, tmp_path):
+    params, layout = prepared
+    data = load_training_data(layout, params, label_ratio=0.5, seed=0)
+    straight = train_model(data, params.train, params.augment, tmp_path / "a", progress=False)
+    with pytest.raises(Interrupted):
+        train_model(data, params.train, params.augment, tmp_path / "b", progress=False, on_epoch_end=_stop_after_first_epoch)
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["state"]["epoch"] == 1
+    resumed = train_model(data, params.train, params.augment, tmp_path / "b", progress=False)
+    a, b = _weights(tmp_path / "a" / CHECKPOINT), _weights(tmp_path / "b" / CHECKPOINT)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    untimed = lambda history: [{k: v for k, v in r.items() if k != "images_per_s"} for r in history]  # noqa: E731
+    assert untimed(resumed["history"]) == untimed(straight["history"])
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    assert (tmp_path / "b" / BEST).exists()
+
+
+def test_image_only_has_no_cf_head_and_history_per_epoch(prepared, tmp_path):
+    params, layout = prepared
+    data = load_training_data(layout, params, label_ratio=1.0, seed=1)
+    p = params.train.model_copy(update={"cf_weight": 0.0})
+    summary = train_model(data, p, params.augment, tmp_path, progress=False)
+    assert [r["epoch"] for r in summary["history"]] == [1, 2]
+    assert summary["best_val_map"] == max(r["val_map"] for r in summary["history"])
+    assert not any(k.startswith("cf_head") for k in _weights(tmp_path / BEST))
+    assert "loss_cf" not in summary["history"][0]
