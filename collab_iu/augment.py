@@ -8,11 +8,13 @@ resampling per image (`grid_sample`); colour jitter and greyscale are per-image 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from collab_iu.params import AugmentParams
+if TYPE_CHECKING:  # the GPU benchmark runs with torch, torchvision and numpy only
+    from collab_iu.params import AugmentParams
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
