@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import tiny_params_tree
@@ -74,3 +76,32 @@ def test_image_only_has_no_cf_head_and_history_per_epoch(prepared, tmp_path):
     assert summary["best_val_map"] == max(r["val_map"] for r in summary["history"])
     assert not any(k.startswith("cf_head") for k in _weights(tmp_path / BEST))
     assert "loss_cf" not in summary["history"][0]
+
+
+def test_cf_pretrain_runs_two_stages(prepared):
+    """Stage 1 learns the CF target only; stage 2 starts from its backbone and learns labels only."""
+    from collab_iu.experiment import METRICS_JSON, train_run
+
+    params, layout = prepared
+    metrics = train_run(params, "cf_pretrain-r0.5-w2-s0", progress=False)
+    run = layout.runs / "cf_pretrain-r0.5-w2-s0"
+    stage1 = json.loads((run / "pretrain" / "train.json").read_text())
+    assert stage1["epochs"] == params.experiment.pretrain_epochs
+    assert all(r["loss_label"] > 0 and r["loss_total"] == pytest.approx(2.0 * r["loss_cf"]) for r in stage1["history"])
+    pretrained, final = _weights(run / "pretrain" / BEST), _weights(run / BEST)
+    assert any(k.startswith("cf_head") for k in pretrained) and not any(k.startswith("cf_head") for k in final)
+    assert "loss_cf" not in json.loads((run / "train.json").read_text())["history"][0]
+    assert (run / METRICS_JSON).exists() and 0 < metrics["test_map"] <= 1
+
+
+def test_stage_two_starts_from_the_pretrained_backbone(prepared, tmp_path):
+    params, layout = prepared
+    data = load_training_data(layout, params, label_ratio=1.0, seed=0)
+    cf_only = params.train.model_copy(update={"label_weight": 0.0, "epochs": 1})
+    train_model(data, cf_only, params.augment, tmp_path / "s1", progress=False)
+    labels_only = params.train.model_copy(update={"cf_weight": 0.0, "epochs": 1, "lr": 1e-12})
+    init = tmp_path / "s1" / BEST
+    train_model(data, labels_only, params.augment, tmp_path / "s2", progress=False, init_backbone=init)
+    before, after = _weights(init), _weights(tmp_path / "s2" / BEST)
+    conv = next(k for k in before if k.startswith("backbone.") and k.endswith("weight"))
+    assert torch.allclose(before[conv], after[conv], atol=1e-6)  # lr ~ 0: the stage-1 weights carried over
