@@ -12,7 +12,6 @@ import csv
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
