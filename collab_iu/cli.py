@@ -15,6 +15,14 @@ from collab_iu.splits import SplitError
 EXPECTED_ERRORS = (ParamsError, DatasetError, SplitError, FileNotFoundError, KeyError)
 
 
+def _expected_errors() -> tuple[type[Exception], ...]:
+    try:  # a failed Dagster materialisation is reported like the core's errors
+        from orchestration.errors import MaterializeError
+    except ImportError:
+        return EXPECTED_ERRORS
+    return (*EXPECTED_ERRORS, MaterializeError)
+
+
 def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
     parser.add_argument(
@@ -116,22 +124,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from collab_iu.evaluate import run_evaluation
-    from collab_iu.experiment import run_grid
-    from collab_iu.layout import dataset_layout
+def _through_dagster(args: argparse.Namespace):
+    """Validate params (+ overrides) and make them what the Dagster definitions load in this process."""
+    from orchestration.defs.project import use_params
 
     params = load_params(args.params, args.overrides)
+    use_params(params)
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collab_iu.evaluate import load_evaluation
+    from collab_iu.grid import grid_runs
+    from collab_iu.layout import dataset_layout
+    from orchestration.materialize import run_pipeline
+
+    params = _through_dagster(args)
     layout = dataset_layout(params, args.dataset)
     start = time.perf_counter()
-    for name in ("prepare", "split", "cf", "cache"):
-        _run_stage(name, args)
-    n_runs = len(run_grid(params, args.dataset))
-    print(f"[train] {n_runs} runs done in {time.perf_counter() - start:.1f}s since the start")
-    result = run_evaluation(params, args.dataset)
-    print(f"[evaluate] done in {time.perf_counter() - start:.1f}s since the start\n")
-    _print_evaluation(result)
+    say = lambda text: print(f"{text}  ({time.perf_counter() - start:.0f}s)", flush=True)  # noqa: E731
+    run_pipeline(layout.name, [spec.key for spec in grid_runs(params)], report=say)
+    print()
+    _print_evaluation(load_evaluation(params, layout.name))
     print(f"  models: {layout.runs}/<run key>/best.pt (predict with: collab-iu predict --model {layout.runs}/<run key> IMAGE...)")
+    print("  Dagster runs: `dagster dev` from the repository root, then Runs in the UI")
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from collab_iu.grid import grid_runs
+    from orchestration.defs.partitions import model_partition_key
+    from orchestration.materialize import materialize
+
+    params = _through_dagster(args)
+    dataset = args.dataset or params.data.default
+    for asset in args.assets:
+        if args.partition:
+            keys = [args.partition]
+        elif asset == "trained_model":
+            keys = [model_partition_key(dataset, spec.key) for spec in grid_runs(params)]
+        else:
+            keys = [dataset]
+        for key in keys:
+            start = time.perf_counter()
+            materialize([asset], key)
+            print(f"[materialize] {asset} [{key}] in {time.perf_counter() - start:.1f}s")
     return 0
 
 
@@ -179,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         p.set_defaults(func=cmd_stage)
 
+    p = sub.add_parser(
+        "materialize",
+        help="materialise Dagster assets by name (recorded in the UI's run list)",
+        description="Materialise assets of the Dagster project with the Python API against the persistent "
+        "instance (.dagster/). Assets: catalogue, splits, cf_embeddings, image_cache, trained_model, evaluation.",
+    )
+    p.add_argument("assets", nargs="+", metavar="ASSET", help="asset name(s), materialised in the order given")
+    p.add_argument(
+        "--partition", metavar="KEY",
+        help="partition key: a dataset name, or <dataset>|<run key> for trained_model "
+        "(default: data.default; for trained_model every run of the grid)",
+    )  # fmt: skip
+    _common(p)
+    p.set_defaults(func=cmd_materialize)
+
     p = sub.add_parser("train", help="train the grid of params.experiment (or one run) into data/<dataset>/runs/")
     p.add_argument("--run", metavar="RUN_KEY", help="one run, e.g. with_cf-r0.05-w1-s0 (default: the whole grid)")
     _common(p)
@@ -208,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except EXPECTED_ERRORS as exc:
+    except _expected_errors() as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2

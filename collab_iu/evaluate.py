@@ -545,3 +545,14 @@ def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(dest, format="png")
+
+
+def load_evaluation(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
+    """A written evaluation read back: {"table", "headline", "paths"} as run_evaluation returns them."""
+    layout = dataset_layout(params, dataset, repo_root)
+    paths = {name: layout.evaluation / file for name, file in OUTPUTS.items()}
+    if not paths["summary_json"].exists():
+        raise FileNotFoundError(f"{paths['summary_json']} is missing: evaluate first")
+    summary = json.loads(paths["summary_json"].read_text())
+    return {"table": pd.read_csv(paths["results_csv"]), "headline": summary.get("headline"), "paths": paths}
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -56,12 +57,24 @@ def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
         "augment": params.augment.model_dump(mode="json"),
         "pretrain_epochs": params.experiment.pretrain_epochs if spec.method == "cf_pretrain" else None,
         "fingerprint": read_report(layout.prepared)["fingerprint"],
-        "split": params.split.model_dump(mode="json"),
-        "cf": params.cf.model_dump(mode="json"),
-        "cache": params.cache.model_dump(mode="json"),
+        "inputs": _input_digest(layout),  # whoever wrote split, cf and cache, with whatever params
     }
     config["config_hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return config
+
+
+def _input_digest(layout: DatasetLayout) -> str:
+    """A digest of the split, the CF vectors and the cache index a run trains on."""
+    digest = hashlib.sha256()
+    for path in (
+        layout.split / "splits.parquet",
+        layout.cf / "item_vectors.npy",
+        layout.cf / "item_index.parquet",
+        layout.cache / "index.parquet",
+        layout.cache / "report.json",
+    ):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _reusable(run_dir: Path, config: dict) -> bool:
@@ -162,12 +175,21 @@ def _train_run_quietly(args: tuple) -> dict:
     return train_run(params, key, dataset, repo_root, progress=False)
 
 
+def _threads_per_worker(params: Params, workers: int) -> Params:
+    """train.num_threads 0 (auto) becomes an equal share of the cores for each worker process."""
+    if params.train.num_threads:
+        return params
+    share = max(1, (os.cpu_count() or 1) // workers)
+    return params.model_copy(update={"train": params.train.model_copy(update={"num_threads": share})})
+
+
 def run_grid(params: Params, dataset: str | None = None, repo_root: Path | None = None, progress: bool = True) -> list[dict]:
     """Train every run of params.experiment (in parallel processes when experiment.workers > 1)."""
     keys = [spec.key for spec in grid_runs(params)]
     workers = min(params.experiment.workers, len(keys))
     if workers <= 1:
         return [train_run(params, key, dataset, repo_root, progress=progress) for key in keys]
+    params = _threads_per_worker(params, workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         jobs = [(params, key, dataset, repo_root) for key in keys]
         results = []

@@ -172,7 +172,7 @@ class TrainParams(_Group):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA
-    num_threads: int = Field(1, ge=0)  # torch CPU threads; 0 = torch's default
+    num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 = auto (all cores, shared among grid workers)
     seed: int = 0  # a grid run takes its own from experiment.seeds
 
 

@@ -113,6 +113,8 @@ def _scheduler(opt: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_sch
 
 def _to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
     batch = torch.from_numpy(np.ascontiguousarray(images[rows]))
+    if device.type == "cuda":
+        batch = batch.pin_memory()  # so the copy below is asynchronous
     return batch.to(device, non_blocking=True)
 
 
@@ -201,7 +203,7 @@ def train_model(
         perm = torch.randperm(n, generator=order_rng).numpy()
         batches = [np.sort(perm[i : i + params.batch_size]) for i in range(0, n, params.batch_size)]
         batches = [b for b in batches if len(b) > 1]  # BatchNorm needs two items
-        sums: dict[str, float] = {}
+        sums: dict = {}
         seen, start = 0, time.perf_counter()
         bar = _progress(batches, f"epoch {epoch + 1}/{params.epochs}", progress)
         for idx in bar:
@@ -218,11 +220,12 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             opt.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            for k, v in terms.items():  # summed on the device: no host sync per step
+                sums[k] = sums.get(k, 0.0) + v.detach() * len(idx)
             seen += len(idx)
-            if progress:
-                bar.set_postfix(loss=f"{sums['total'] / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            if progress and (bar.n % 10 == 0 or seen == n):
+                bar.set_postfix(loss=f"{float(sums['total']) / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        sums = {k: float(v) for k, v in sums.items()}
         seconds = time.perf_counter() - start
         lr = opt.param_groups[0]["lr"]
         sched.step()

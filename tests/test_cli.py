@@ -18,7 +18,8 @@ from collab_iu.atomic import atomic_dir, atomic_file, write_json
 from collab_iu.cli import build_parser, main
 
 SUBCOMMANDS = [
-    "run", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "validate", "generate-synthetic",
+    "run", "materialize", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "validate",
+    "generate-synthetic",
 ]  # fmt: skip
 SCRIPT = Path(sys.executable).parent / "collab-iu"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "collab_iu.cli"]
@@ -93,9 +94,9 @@ def test_run_writes_every_documented_output(tmp_path):
     assert sorted(p.name for p in base.iterdir()) == ["cache", "cf", "evaluation", "prepared", "raw", "runs", "split"]
     assert len(list((base / "runs").iterdir())) == 8  # 2 methods x 2 ratios x 2 seeds
     assert "image_only" in out.stdout and "with_cf" in out.stdout and "summary.json" in out.stdout
-    for stage in ("prepare", "split", "cf", "cache"):
-        assert f"[{stage}] done" in out.stdout
-        json.loads((base / ("prepared" if stage == "prepare" else stage) / "report.json").read_text())
+    assert "[train 8/8]" in out.stdout and "[evaluate]" in out.stdout
+    for stage in ("prepared", "split", "cf", "cache"):
+        json.loads((base / stage / "report.json").read_text())
 
     items = pd.read_parquet(base / "prepared/items.parquet")
     assert len(items) == 200

@@ -1,0 +1,1 @@
+"""Dagster orchestration of collab_iu: thin software-defined assets over the core."""

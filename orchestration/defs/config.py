@@ -1,0 +1,68 @@
+"""Dagster Config classes generated from the params schema, with params.yaml values as defaults.
+
+The launchpad shows, per asset, the params.yaml groups that asset reads (the same values
+`dvc repro` uses); values edited there are validated by the same schema before a run.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import dagster as dg
+import pydantic
+
+from collab_iu.params import Params, params_from_dict
+
+# the params groups each asset reads
+ASSET_GROUPS: dict[str, tuple[str, ...]] = {
+    "catalogue": ("synthetic", "prepare"),
+    "splits": ("split",),
+    "cf_embeddings": ("cf",),
+    "image_cache": ("cache",),
+    "trained_model": ("train", "augment", "experiment"),
+    "evaluation": ("experiment",),
+}
+
+
+def _config_type(annotation: Any) -> Any:
+    """A Dagster-config-friendly type for a schema field (Literal -> str, tuple -> list)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return str
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return typing.Optional[_config_type(inner[0])] if len(inner) == 1 else Any
+    if origin is tuple:
+        return list[args[0]]
+    if origin is list:
+        return list[_config_type(args[0])]
+    return annotation
+
+
+def group_config(group: str, params: Params) -> type[dg.Config]:
+    """A Config class for one params group, its defaults read from `params`."""
+    model = Params.model_fields[group].annotation
+    values = getattr(params, group).model_dump(mode="json")
+    fields = {name: (_config_type(f.annotation), values[name]) for name, f in model.model_fields.items()}
+    return pydantic.create_model(f"{group.capitalize()}Config", __base__=dg.Config, **fields)
+
+
+def asset_config(asset: str, params: Params) -> type[dg.Config]:
+    """The Config class of an asset: one nested section per params group it reads."""
+    fields = {}
+    for group in ASSET_GROUPS[asset]:
+        cls = group_config(group, params)
+        fields[group] = (cls, cls())
+    name = "".join(part.capitalize() for part in asset.split("_")) + "Config"
+    return pydantic.create_model(name, __base__=dg.Config, **fields)
+
+
+def params_with(params: Params, config: dg.Config) -> Params:
+    """`params` with the asset config's groups applied, validated by the one schema."""
+    tree = params.model_dump(mode="json")
+    for group in type(config).model_fields:
+        tree[group] = getattr(config, group).model_dump(mode="json")
+    return params_from_dict(tree, source="asset config")

@@ -1,0 +1,29 @@
+"""Partitions: one per dataset of params.yaml, and dataset x run key for trained models."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from collab_iu.grid import grid_runs, parse_run_key
+from collab_iu.params import Params
+
+DATASET = "dataset"
+RUN = "run"
+
+
+def dataset_partitions(params: Params) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(list(params.data.datasets))
+
+
+def run_partitions(params: Params) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([spec.key for spec in grid_runs(params)])
+
+
+def model_partitions(datasets: dg.StaticPartitionsDefinition, runs: dg.StaticPartitionsDefinition):
+    return dg.MultiPartitionsDefinition({DATASET: datasets, RUN: runs})
+
+
+def model_partition_key(dataset: str, run_key: str) -> str:
+    """The string key of one trained-model partition (dimension values ordered by name, joined by '|')."""
+    parse_run_key(run_key)
+    return dg.MultiPartitionKey({DATASET: dataset, RUN: run_key})

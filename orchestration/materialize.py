@@ -1,0 +1,96 @@
+"""Materialise assets by key with the Python API, against the persistent instance (the UI's run list).
+
+No asset-selection strings (they break beside dvc's antlr, see stack notes): assets are
+chosen with `AssetSelection.assets(...)` and explicit keys.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.defs.partitions import model_partition_key
+from orchestration.errors import MaterializeError
+
+DATA_ASSETS = ("catalogue", "splits", "cf_embeddings", "image_cache")
+ASSETS = (*DATA_ASSETS, "trained_model", "evaluation")
+
+
+def _definitions():
+    from orchestration.definitions import defs
+
+    return defs
+
+
+def materialize(asset_names: list[str], partition_key: str, log_level: str = "WARNING") -> dg.ExecuteInProcessResult:
+    """Materialise `asset_names` (and their checks) for one partition in the persistent instance.
+
+    The assets' config defaults are the params the definitions loaded (see project.use_params).
+    """
+    unknown = [a for a in asset_names if a not in ASSETS]
+    if unknown:
+        raise KeyError(f"unknown asset(s) {', '.join(unknown)}; choose from: {', '.join(ASSETS)}")
+    defs = _definitions()
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.assets(*asset_names),
+        instance=dg.DagsterInstance.get(),
+        partition_key=partition_key,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        resources=dict(defs.resources),
+        raise_on_error=False,
+        tags={"collab_iu/entry": "cli"},
+    )
+    _raise_on_failure(result, asset_names, partition_key)
+    return result
+
+
+def _raise_on_failure(result: dg.ExecuteInProcessResult, asset_names: list[str], partition_key: str) -> None:
+    failed_checks = [
+        f"{e.asset_check_evaluation_data.asset_key.to_user_string()}.{e.asset_check_evaluation_data.check_name}: "
+        f"{e.asset_check_evaluation_data.description}"
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
+    if result.success and not failed_checks:
+        return
+    errors = [
+        failure_message(e.step_failure_data.error)
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.error is not None
+    ]
+    lines = [f"materialising {', '.join(asset_names)} [{partition_key}] failed (Dagster run {result.run_id})"]
+    lines += [f"  blocking check failed: {c}" for c in failed_checks]
+    lines += [f"  {e}" for e in errors]
+    raise MaterializeError("\n".join(lines))
+
+
+def failure_message(error) -> str:
+    """The user's exception in a Dagster step failure (the innermost cause), without Dagster's wrapper."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def materialize_model(dataset: str, run_key: str) -> dg.ExecuteInProcessResult:
+    """Train (materialise) one run of the grid."""
+    return materialize(["trained_model"], model_partition_key(dataset, run_key))
+
+
+def run_pipeline(dataset: str, run_keys: list[str], report=print) -> None:
+    """The main job as Dagster runs: the data assets, every trained model, then the evaluation."""
+    materialize(list(DATA_ASSETS), dataset)
+    report(f"[data] catalogue, splits, cf_embeddings, image_cache materialised for {dataset}")
+    for i, key in enumerate(run_keys, 1):
+        result = materialize_model(dataset, key)
+        test_map = _metadata(result, "trained_model").get("test_map")
+        report(f"[train {i}/{len(run_keys)}] {key}: test mAP {test_map.value:.4f}" if test_map else f"[train] {key}")
+    materialize(["evaluation"], dataset)
+    report(f"[evaluate] evaluation materialised for {dataset}")
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset:
+            return dict(materialization.metadata)
+    return {}
