@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test ui bench clean
 
 setup: $(STAMP)
 
@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing collab_iu and its stack into $(VENV) (first time: about 4 minutes)..."
 	$(VENV)/bin/python -m pip install -qq -c constraints.txt -e '.[dev]'
+	@# `source .venv/bin/activate` then points `dagster dev` at the persistent instance, like the CLI
+	@grep -q DAGSTER_HOME $(VENV)/bin/activate || echo 'export DAGSTER_HOME="$(CURDIR)/.dagster"' >> $(VENV)/bin/activate
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup  ## set up, then run the main job on the embedded synthetic dataset
@@ -21,6 +23,10 @@ demo: setup  ## set up, then run the main job on the embedded synthetic dataset
 test: setup  ## set up, then run the test suite (exit 5, "no tests collected", is a failure)
 	@$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+ui: setup  ## the Dagster UI on the persistent instance .dagster/ (http://127.0.0.1:3000)
+	$(VENV)/bin/python -c 'from orchestration.defs.project import ensure_dagster_home; ensure_dagster_home()'
+	DAGSTER_HOME="$(CURDIR)/.dagster" $(VENV)/bin/dagster dev
 
 bench: setup  ## the data-pipeline benchmark (figures go to docs/benchmarks.md by hand)
 	$(VENV)/bin/python benchmarks/data_pipeline.py

@@ -88,6 +88,9 @@ def cli_path() -> Path:
     return path
 
 
+SMALL_MIB = 64  # processes below this RSS are not worth a PSS read
+
+
 def tree_memory(root: psutil.Process, with_pss: bool) -> tuple[float, float, dict[psutil.Process, float]]:
     """(sum of RSS, sum of PSS) in MiB over `root` and its descendants, and each one's RSS in MiB.
 
@@ -103,7 +106,8 @@ def tree_memory(root: psutil.Process, with_pss: bool) -> tuple[float, float, dic
     for proc in procs:
         try:
             rss[proc] = proc.memory_info().rss / MIB
-            pss_sum += read_pss(proc.pid) / MIB if with_pss else 0
+            if with_pss:  # small helpers (Dagster's log tailers) count with their RSS: reading PSS costs CPU
+                pss_sum += read_pss(proc.pid) / MIB if rss[proc] > SMALL_MIB else rss[proc]
         except (psutil.NoSuchProcess, psutil.ZombieProcess, FileNotFoundError, ProcessLookupError):
             continue
     return sum(rss.values()), pss_sum, rss

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,15 @@ def tiny_params(tmp_path):
         return params_from_dict(tiny_params_tree(tmp_path / "data", **groups))
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _restore_project_environment():
+    """The CLI points DAGSTER_HOME and COLLAB_IU_* at the project it runs; keep that inside each test."""
+    names = ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")
+    saved = {name: os.environ.pop(name, None) for name in names}
+    yield
+    for name, value in saved.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value

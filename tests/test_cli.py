@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,7 +51,8 @@ DOCUMENTED_OUTPUTS = [
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONWARNINGS": "ignore"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
+    env["PYTHONWARNINGS"] = "ignore"
     return subprocess.run(COMMAND + args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -95,6 +97,13 @@ def test_run_writes_every_documented_output(tmp_path):
     assert len(list((base / "runs").iterdir())) == 8  # 2 methods x 2 ratios x 2 seeds
     assert "image_only" in out.stdout and "with_cf" in out.stdout and "summary.json" in out.stdout
     assert "[train 8/8]" in out.stdout and "[evaluate]" in out.stdout
+    # every step is a Dagster run in the persistent instance (.dagster/ of the project): the UI's run list
+    instance = dg.DagsterInstance.from_config(str(tmp_path / ".dagster"))
+    runs = instance.get_runs()
+    assert len(runs) == 1 + 8 + 1 and all(r.is_success for r in runs)
+    assert {r.tags.get("dagster/partition") for r in runs} >= {"synthetic", "synthetic|with_cf-r1-w2-s1"}
+    assert all(r.tags.get("collab_iu/entry") == "cli" for r in runs)
+    instance.dispose()
     for stage in ("prepared", "split", "cf", "cache"):
         json.loads((base / stage / "report.json").read_text())
 
@@ -277,3 +286,21 @@ def test_atomic_file(tmp_path):
         write_json({"o": object()}, dest)
     assert json.loads(dest.read_text())["n"] == 3  # a failed write leaves the previous file
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_materialize_by_asset_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["materialize", "catalogue", "splits"]) == 0
+    out = capsys.readouterr().out
+    assert "[materialize] catalogue [synthetic]" in out and "[materialize] splits [synthetic]" in out
+    assert (tmp_path / "data/synthetic/split/splits.parquet").is_file()
+    assert not (tmp_path / "data/synthetic/cf").exists()
+    assert main(["materialize", "cf_embeddings", "image_cache"]) == 0
+    assert main(["materialize", "trained_model", "--partition", "synthetic|with_cf-r1-w2-s0"]) == 0
+    assert (tmp_path / "data/synthetic/runs/with_cf-r1-w2-s0/metrics.json").is_file()
+    assert len(list((tmp_path / "data/synthetic/runs").iterdir())) == 1
+    runs = dg.DagsterInstance.from_config(str(tmp_path / ".dagster")).get_runs()
+    assert len(runs) == 5
+    assert main(["materialize", "models"]) == 2
+    assert "unknown asset(s) models" in capsys.readouterr().err

@@ -16,11 +16,15 @@ from collab_iu.experiment import train_run
 from collab_iu.layout import dataset_layout
 from collab_iu.params import Params
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
+from collab_iu.train import resolve_device
 from orchestration.defs.config import asset_config, params_with
 from orchestration.defs.metadata import markdown_table, png_markdown
 from orchestration.defs.partitions import DATASET, RUN, dataset_partitions, model_partitions, run_partitions
 from orchestration.defs.project import project_params, repo_root
 from orchestration.defs.resources import ComputeResource
+
+
+GPU_POOL = "gpu"  # one training step on the GPU at a time (limit set in .dagster/dagster.yaml)
 
 
 def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
@@ -94,7 +98,7 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         partitions_def=model_partitions(datasets, runs),
         group_name="training",
         deps=[splits, cf_embeddings, image_cache],
-        pool="gpu",
+        pool=GPU_POOL if resolve_device(params.train.device).type == "cuda" else None,  # CPU runs go in parallel
         kinds={"pytorch"},
     )
     def trained_model(
