@@ -174,6 +174,21 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from orchestration.dvc_yaml import render, write_dvc_yaml
+
+    params = load_params(args.params, args.overrides)
+    dest = Path("dvc.yaml")
+    if args.check:
+        if dest.exists() and dest.read_text() == render(params):
+            print("dvc.yaml is up to date")
+            return 0
+        print("dvc.yaml differs from the asset graph and params.yaml: run `collab-iu dvc-yaml`", file=sys.stderr)
+        return 1
+    print("wrote dvc.yaml" if write_dvc_yaml(params, dest) else "dvc.yaml is up to date")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from collab_iu.validate import validate_dataset
 
@@ -245,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     from collab_iu.predict import add_predict_parser
 
     add_predict_parser(sub)
+
+    p = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the asset graph and params.yaml")
+    p.add_argument("--check", action="store_true", help="only check that dvc.yaml is up to date (exit 1 if not)")
+    _common(p, dataset=False)
+    p.set_defaults(func=cmd_dvc_yaml)
 
     p = sub.add_parser("validate", help="check a dataset folder in the canonical format; writes nothing")
     p.add_argument("folder", type=Path, help="folder with items.parquet|csv, interactions.parquet|csv and images")

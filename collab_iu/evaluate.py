@@ -89,6 +89,7 @@ OUTPUTS = {
     "summary_json": "summary.json",
     "map_plot": "map_vs_label_ratio.png",
     "improvement_plot": "improvement.png",
+    "plot_csv": "map_vs_label_ratio.csv",
 }
 
 
@@ -284,6 +285,7 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
         (tmp / OUTPUTS["summary_json"]).write_text(text)
         _plot_map(table, tmp / OUTPUTS["map_plot"])
         _plot_improvement(table, tmp / OUTPUTS["improvement_plot"])
+        plot_series(table).to_csv(tmp / OUTPUTS["plot_csv"])
     return {
         "dataset": layout.name,
         "evaluation_dir": layout.evaluation,
@@ -474,6 +476,17 @@ def _figure(width: float = 7.0, height: float = 4.5):
     fig = Figure(figsize=(width, height), dpi=120)
     FigureCanvasAgg(fig)
     return fig
+
+
+def series_name(method: str, cf_weight: float) -> str:
+    """The column of a method (and cf weight) in map_vs_label_ratio.csv, e.g. `with_cf_w2`."""
+    return f"{method}_w{cf_weight:g}" if method in ("with_cf", "cf_pretrain") else method
+
+
+def plot_series(table: pd.DataFrame) -> pd.DataFrame:
+    """Seed-mean mAP, one row per label ratio, one column per method (and cf weight): for DVC plots."""
+    names = [series_name(m, w) for m, w in zip(table["method"], table["cf_weight"])]
+    return table.assign(series=names).pivot(index="label_ratio", columns="series", values="map_mean")
 
 
 def _label(method: str, cf_weight: float, weights: set[float]) -> str:

@@ -19,7 +19,7 @@ from collab_iu.atomic import atomic_dir, atomic_file, write_json
 from collab_iu.cli import build_parser, main
 
 SUBCOMMANDS = [
-    "run", "materialize", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "validate",
+    "run", "materialize", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "dvc-yaml", "validate",
     "generate-synthetic",
 ]  # fmt: skip
 SCRIPT = Path(sys.executable).parent / "collab-iu"
@@ -47,6 +47,7 @@ DOCUMENTED_OUTPUTS = [
     "evaluation/summary.json",
     "evaluation/map_vs_label_ratio.png",
     "evaluation/improvement.png",
+    "evaluation/map_vs_label_ratio.csv",
 ]
 
 
@@ -304,3 +305,19 @@ def test_materialize_by_asset_name(tmp_path, monkeypatch, capsys):
     assert len(runs) == 5
     assert main(["materialize", "models"]) == 2
     assert "unknown asset(s) models" in capsys.readouterr().err
+
+
+def test_dvc_yaml_generation_and_check(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["dvc-yaml", "--check"]) == 1
+    assert main(["dvc-yaml"]) == 0
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert stages["train-synthetic"]["matrix"]["run"] == [
+        "image_only-r0.3-w0-s0", "image_only-r0.3-w0-s1", "image_only-r1-w0-s0", "image_only-r1-w0-s1",
+        "with_cf-r0.3-w2-s0", "with_cf-r0.3-w2-s1", "with_cf-r1-w2-s0", "with_cf-r1-w2-s1",
+    ]  # fmt: skip
+    assert stages["cf-synthetic"]["params"] == ["cf"]
+    assert main(["dvc-yaml", "--check"]) == 0
+    assert main(["dvc-yaml", "--check", "--set", "experiment.seeds=[0]"]) == 1
+    assert "differs" in capsys.readouterr().err
