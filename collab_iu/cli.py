@@ -137,15 +137,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from collab_iu.evaluate import load_evaluation
     from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
-    from collab_iu.train import resolve_device
-    from orchestration.materialize import run_pipeline
+    from orchestration.pipeline import run_pipeline
 
     params = _through_dagster(args)
     layout = dataset_layout(params, args.dataset)
     start = time.perf_counter()
     say = lambda text: print(f"{text}  ({time.perf_counter() - start:.0f}s)", flush=True)  # noqa: E731
-    workers = 1 if resolve_device(params.train.device).type == "cuda" else params.experiment.workers  # one GPU
-    run_pipeline(layout.name, [spec.key for spec in grid_runs(params)], workers=workers, report=say)
+    run_pipeline(layout.name, [spec.key for spec in grid_runs(params)], params.experiment.workers, report=say)
     print()
     _print_evaluation(load_evaluation(params, layout.name))
     print(f"  models: {layout.runs}/<run key>/best.pt (predict with: collab-iu predict --model {layout.runs}/<run key> IMAGE...)")

@@ -6,16 +6,12 @@ chosen with `AssetSelection.assets(...)` and explicit keys.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
-
 import dagster as dg
 
 from orchestration.defs.partitions import model_partition_key
 from orchestration.errors import MaterializeError
+from orchestration.pipeline import DATA_ASSETS
 
-DATA_ASSETS = ("catalogue", "splits", "cf_embeddings", "image_cache")
 ASSETS = (*DATA_ASSETS, "trained_model", "evaluation")
 
 
@@ -81,44 +77,10 @@ def materialize_model(dataset: str, run_key: str) -> dg.ExecuteInProcessResult:
     return materialize(["trained_model"], model_partition_key(dataset, run_key))
 
 
-def run_pipeline(dataset: str, run_keys: list[str], workers: int = 1, report=print) -> None:
-    """The main job as Dagster runs: the data assets, every trained model, then the evaluation.
-
-    With workers > 1, trained models are materialised by that many processes at once (each
-    its own Dagster run in the same instance), the CPU cores shared among them.
-    """
-    materialize(list(DATA_ASSETS), dataset)
-    report(f"[data] catalogue, splits, cf_embeddings, image_cache materialised for {dataset}")
-    done = 0
-
-    def finished(key: str, test_map: float | None) -> None:
-        nonlocal done
-        done += 1
-        report(f"[train {done}/{len(run_keys)}] {key}: test mAP {test_map:.4f}" if test_map else f"[train] {key}")
-
-    if workers <= 1:
-        for key in run_keys:
-            finished(key, _train_one(dataset, key))
-    else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        context = get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
-            futures = {pool.submit(_train_one, dataset, key): key for key in run_keys}
-            for future in as_completed(futures):
-                finished(futures[future], future.result())
-    materialize(["evaluation"], dataset)
-    report(f"[evaluate] evaluation materialised for {dataset}")
-
-
-def _train_one(dataset: str, run_key: str) -> float | None:
+def model_test_map(dataset: str, run_key: str) -> float | None:
+    """Materialise one trained model; its test mAP from the materialisation's metadata."""
     test_map = _metadata(materialize_model(dataset, run_key), "trained_model").get("test_map")
     return None if test_map is None else float(test_map.value)
-
-
-def _limit_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
