@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from collab_iu import tracking
 from collab_iu.atomic import atomic_dir
 from collab_iu.dataset import label_matrix
 from collab_iu.grid import METHODS, RunSpec, grid_runs
@@ -286,7 +287,7 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
         _plot_map(table, tmp / OUTPUTS["map_plot"])
         _plot_improvement(table, tmp / OUTPUTS["improvement_plot"])
         plot_series(table).to_csv(tmp / OUTPUTS["plot_csv"])
-    return {
+    result = {
         "dataset": layout.name,
         "evaluation_dir": layout.evaluation,
         "paths": paths,
@@ -294,6 +295,8 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
         "table": table,
         "summary": summary,
     }
+    tracking.log_evaluation(params, result, repo_root)  # a W&B run of job type `evaluation`; never raises
+    return result
 
 
 def _cells(scored: list[_Scored], dataset: str) -> tuple[pd.DataFrame, dict]:

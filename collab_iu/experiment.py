@@ -8,6 +8,8 @@ A run folder `data/<dataset>/runs/<run key>/` holds:
 - `metrics.json`: test metrics of the best epoch; written last, so its presence marks a finished run.
 
 A finished run with the same config is not trained again; an interrupted one resumes.
+Each training (or resumed training) is one W&B run of job type `train` (collab_iu/tracking.py);
+a reused finished run is not logged again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from collab_iu import tracking
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
 from collab_iu.grid import RunSpec, grid_runs, parse_run_key
@@ -115,28 +118,36 @@ def train_run(
     }
     write_json(model_info, run_dir / MODEL_JSON)
 
-    init = None
-    if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
-        stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
-        train_model(data, stage1, params.augment, run_dir / "pretrain", progress=progress)
-        init = run_dir / "pretrain" / BEST
-        train_params = train_params.model_copy(update={"cf_weight": 0.0})
-    elif spec.method == "image_only":
-        train_params = train_params.model_copy(update={"cf_weight": 0.0})
-    summary = train_model(data, train_params, params.augment, run_dir, progress=progress, init_backbone=init)
+    with tracking.start_training(params, config, repo_root) as tracker:  # a no-op when W&B is off or failing
+        init, offset = None, 0
+        if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
+            stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
+            train_model(
+                data, stage1, params.augment, run_dir / "pretrain", progress=progress,
+                on_epoch_end=tracker.epoch_logger(prefix="pretrain/"),
+            )  # fmt: skip
+            init, offset = run_dir / "pretrain" / BEST, stage1.epochs
+            train_params = train_params.model_copy(update={"cf_weight": 0.0})
+        elif spec.method == "image_only":
+            train_params = train_params.model_copy(update={"cf_weight": 0.0})
+        summary = train_model(
+            data, train_params, params.augment, run_dir, progress=progress, init_backbone=init,
+            on_epoch_end=tracker.epoch_logger(offset=offset),
+        )  # fmt: skip
 
-    metrics = score_run(run_dir, layout, model_info, train_params)
-    metrics |= {
-        "run_key": spec.key,
-        "method": spec.method,
-        "label_ratio": spec.label_ratio,
-        "cf_weight": spec.cf_weight,
-        "seed": spec.seed,
-        "best_epoch": summary["best_epoch"],
-        "val_map": summary["best_val_map"],
-        "labelled_train_items": summary["labelled_train_items"],
-    }
-    write_json(metrics, run_dir / METRICS_JSON)
+        metrics = score_run(run_dir, layout, model_info, train_params)
+        metrics |= {
+            "run_key": spec.key,
+            "method": spec.method,
+            "label_ratio": spec.label_ratio,
+            "cf_weight": spec.cf_weight,
+            "seed": spec.seed,
+            "best_epoch": summary["best_epoch"],
+            "val_map": summary["best_val_map"],
+            "labelled_train_items": summary["labelled_train_items"],
+        }
+        write_json(metrics, run_dir / METRICS_JSON)  # before logging: a slow W&B upload cannot lose the run
+        tracking.log_training_results(tracker, params, metrics, run_dir, layout, model_info)
     return metrics
 
 

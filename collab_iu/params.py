@@ -202,6 +202,18 @@ class ExperimentParams(_Group):
         return self
 
 
+class WandbParams(_Group):
+    """Weights & Biases logging (collab_iu/tracking.py); W&B problems warn and never stop a run."""
+
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: WANDB_MODE if set, else online with an API key, else offline
+    project: str = "collab_iu"
+    entity: str | None = None  # None: the API key's default entity
+    dir: str | None = None  # runs go to <dir>/wandb/ (relative to the repository root); None: $WANDB_DIR, else the repository root
+    experiment: str = "default"  # runs are grouped as <dataset>/<experiment>
+    log_images: int = Field(16, ge=0)  # sample test images logged per trained model (0 = none)
+    timeout: float = Field(30.0, gt=0)  # seconds to wait for the W&B server at a run's start and end
+
+
 class Params(_Group):
     """All parameters, one group per stage."""
 
@@ -214,6 +226,7 @@ class Params(_Group):
     augment: AugmentParams = Field(default_factory=AugmentParams)
     train: TrainParams = Field(default_factory=TrainParams)
     experiment: ExperimentParams = Field(default_factory=ExperimentParams)
+    wandb: WandbParams = Field(default_factory=WandbParams)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -1,5 +1,5 @@
 """The Dagster entry point (`dagster dev` from the repository root loads it through pyproject.toml)."""
 
-from orchestration.defs import build_definitions
+from orchestration.defs.build import build_definitions
 
 defs = build_definitions()

@@ -17,7 +17,7 @@ ASSETS = (*DATA_ASSETS, "trained_model", "evaluation")
 
 def _definitions() -> dg.Definitions:
     """Built afresh, so that the params chosen by `use_params` in this process take effect."""
-    from orchestration.defs import build_definitions
+    from orchestration.defs.build import build_definitions
 
     return build_definitions()
 

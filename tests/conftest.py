@@ -64,3 +64,16 @@ def _restore_project_environment():
         os.environ.pop(name, None)
         if value is not None:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wandb_off(tmp_path_factory):
+    """W&B is disabled for the whole session, module fixtures included (test_tracking turns it on per test);
+    its folders stay in the session's temp dir, and subprocesses inherit all of it."""
+    home = tmp_path_factory.getbasetemp() / "wandb_home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "disabled")
+        mp.delenv("WANDB_API_KEY", raising=False)
+        for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+            mp.setenv(name, str(home / name.lower()))
+        yield

@@ -14,7 +14,7 @@ from helpers import REPO, tiny_params_tree
 
 from collab_iu.grid import grid_runs
 from collab_iu.params import load_params
-from orchestration.defs import build_definitions
+from orchestration.defs.build import build_definitions
 from orchestration.defs.partitions import model_partition_key
 from orchestration.errors import MaterializeError
 from orchestration.materialize import failure_message

@@ -1,27 +1,4 @@
-"""The Dagster definitions: assets, blocking checks, the compute resource, built from params.yaml."""
+"""Dagster definitions (`build.build_definitions`): assets, checks, resources, partitions, config.
 
-from __future__ import annotations
-
-import warnings
-
-import dagster as dg
-
-from orchestration.defs.assets import build_assets
-from orchestration.defs.checks import build_checks
-from orchestration.defs.project import ensure_dagster_home, project_params
-from orchestration.defs.resources import ComputeResource
-
-
-def build_definitions() -> dg.Definitions:
-    """Definitions for the params.yaml of the working directory (or $COLLAB_IU_PARAMS)."""
-    ensure_dagster_home()
-    params = project_params()
-    assets, partitions = build_assets(params)
-    with warnings.catch_warnings():  # partitioned asset checks are a Dagster "preview" feature
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        checks = build_checks({a.key.to_user_string(): a for a in assets}, partitions["datasets"])
-    return dg.Definitions(
-        assets=assets,
-        asset_checks=checks,
-        resources={"compute": ComputeResource(device=params.train.device)},
-    )
+Kept free of imports, so that light helpers (`defs.project`) load without dagster or torch.
+"""

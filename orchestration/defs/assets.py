@@ -21,7 +21,7 @@ from orchestration.defs.config import asset_config, params_with
 from orchestration.defs.metadata import markdown_table, png_markdown
 from orchestration.defs.partitions import DATASET, RUN, dataset_partitions, model_partitions, run_partitions
 from orchestration.defs.project import project_params, repo_root
-from orchestration.defs.resources import ComputeResource
+from orchestration.defs.resources import ComputeResource, WandbResource
 
 
 GPU_POOL = "gpu"  # one training step on the GPU at a time (limit set in .dagster/dagster.yaml)
@@ -69,9 +69,11 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         )
 
     @dg.asset(partitions_def=datasets, group_name="data", deps=[catalogue, splits], kinds={"numpy"})
-    def cf_embeddings(context: dg.AssetExecutionContext, config: CfConfig) -> dg.MaterializeResult:
+    def cf_embeddings(
+        context: dg.AssetExecutionContext, config: CfConfig, wandb: WandbResource
+    ) -> dg.MaterializeResult:
         """CF item vectors (implicit ALS/BPR) and their quality against popularity: data/<dataset>/cf/."""
-        report = run_cf(params_with(project_params(), config), context.partition_key, repo_root())
+        report = run_cf(wandb.apply(params_with(project_params(), config)), context.partition_key, repo_root())
         probe = report["label_probe"]
         metadata = {
             "algorithm": report["algorithm"],
@@ -102,11 +104,11 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         kinds={"pytorch"},
     )
     def trained_model(
-        context: dg.AssetExecutionContext, config: ModelConfig, compute: ComputeResource
+        context: dg.AssetExecutionContext, config: ModelConfig, compute: ComputeResource, wandb: WandbResource
     ) -> dg.MaterializeResult:
         """One run of the grid (method, label ratio, cf weight, seed): data/<dataset>/runs/<run key>/."""
         keys = context.partition_key.keys_by_dimension
-        run_params = params_with(project_params(), config)
+        run_params = wandb.apply(params_with(project_params(), config))
         run_params = run_params.model_copy(
             update={"train": run_params.train.model_copy(update={"device": compute.resolved()})}
         )
@@ -126,9 +128,11 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         )
 
     @dg.asset(partitions_def=datasets, group_name="evaluation", deps=[trained_model], kinds={"pandas"})
-    def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
+    def evaluation(
+        context: dg.AssetExecutionContext, config: EvaluationConfig, wandb: WandbResource
+    ) -> dg.MaterializeResult:
         """Results table, summary.json and plots over every run of the dataset: data/<dataset>/evaluation/."""
-        result = run_evaluation(params_with(project_params(), config), context.partition_key, repo_root())
+        result = run_evaluation(wandb.apply(params_with(project_params(), config)), context.partition_key, repo_root())
         metadata = {
             "results": dg.MetadataValue.md(result["paths"]["results_md"].read_text()),
             "map_vs_label_ratio": png_markdown(result["paths"]["map_plot"], "mAP vs label ratio"),

@@ -1,0 +1,340 @@
+"""Weights & Biases logging at the core's edges: one W&B run per trained model, CF fit and evaluation.
+
+`wandb` is imported here only, and lazily: the core runs without it installed. A W&B
+problem (the package missing, an unreachable server, an error from any call) emits one
+`TrackingWarning` (a UserWarning, through `warnings.warn`) and turns that run's tracker
+into a no-op: W&B never stops or fails a stage.
+
+Mode (`params.wandb.mode`): online, offline or disabled as given; `auto` takes
+$WANDB_MODE when it is set, else online when an API key is configured ($WANDB_API_KEY or
+a netrc entry for the W&B host), else offline. An online run whose server cannot be
+reached within `wandb.timeout` seconds is logged offline instead (with a warning).
+Runs go to `<dir>/wandb/`, dir being wandb.dir, else $WANDB_DIR, else the repository root
+(`offline-run-*` folders for offline runs, uploaded later with `wandb sync`); W&B's cache
+and artifact staging go to `<dir>/wandb/.cache` and `.data` unless $WANDB_CACHE_DIR /
+$WANDB_DATA_DIR say otherwise (W&B's config dir, which holds a user's settings, is left alone).
+
+Runs are grouped `<dataset>/<wandb.experiment>`, with job types `train`, `cf` and `evaluation`.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import subprocess
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from collab_iu.params import Params, WandbParams
+
+MODES = ("online", "offline", "disabled", "shared")
+
+
+class TrackingWarning(UserWarning):
+    """W&B logging did not work; the stage carries on without it."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"W&B: {message}", TrackingWarning, stacklevel=3)
+
+
+class Tracker:
+    """One W&B run, or nothing (`Tracker()`): every method is safe to call and never raises."""
+
+    def __init__(self, run: Any = None, wandb: Any = None):
+        self._run = run
+        self._wandb = wandb
+
+    @property
+    def active(self) -> bool:
+        return self._run is not None
+
+    @property
+    def run(self) -> Any:
+        """The wandb Run (None when not logging)."""
+        return self._run
+
+    def _call(self, what: str, fn: Callable[[Any, Any], None]) -> None:
+        if self._run is None:
+            return
+        try:
+            fn(self._run, self._wandb)
+        except Exception as exc:  # W&B never stops a run: warn once, then log nothing more
+            _warn(f"{what} failed ({type(exc).__name__}: {exc}); this run logs nothing more")
+            run, self._run = self._run, None
+            try:
+                run.finish(exit_code=1)
+            except Exception:
+                pass
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        self._call("log", lambda run, wb: run.log(dict(values), step=step))
+
+    def epoch_logger(self, prefix: str = "", offset: int = 0) -> Callable[[dict], None]:
+        """An `on_epoch_end` hook for train_model: logs the epoch's record at step offset + epoch."""
+        return lambda record: self.log({prefix + k: v for k, v in record.items()}, step=offset + record["epoch"])
+
+    def summary(self, values: dict) -> None:
+        self._call("summary", lambda run, wb: run.summary.update(dict(values)))
+
+    def table(self, name: str, columns: list[str], rows: list[list]) -> None:
+        rows = [[_plain(v) for v in row] for row in rows]
+        self._call(f"table {name}", lambda run, wb: run.log({name: wb.Table(columns=list(columns), data=rows)}))
+
+    def images(self, name: str, images: list[tuple[np.ndarray | str | Path, str]]) -> None:
+        """Log images (uint8 H x W x 3 arrays or image files) with captions under one key (a grid in W&B)."""
+        self._call(
+            f"images {name}",
+            lambda run, wb: run.log({name: [wb.Image(_image(x), caption=c) for x, c in images]}),
+        )
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._call("finish", lambda run, wb: run.finish(exit_code=exit_code))
+        self._run = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish(exit_code=0 if exc_type is None else 1)
+
+
+def _image(x):
+    return str(x) if isinstance(x, Path) else x
+
+
+def _plain(value):
+    """JSON-safe cell values: numpy scalars to Python, NaN (and pandas' NA) to None, anything else to text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return None if value != value else value
+    return None if str(value) in ("<NA>", "NaT") else str(value)
+
+
+# ---------------------------------------------------------------------------- starting a run
+
+
+def resolve_mode(wb: WandbParams) -> str:
+    """The W&B mode a run uses (see the module docstring)."""
+    if wb.mode != "auto":
+        return wb.mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env:
+        return {"dryrun": "offline", "run": "online"}.get(env, env)
+    return "online" if has_api_key() else "offline"
+
+
+def has_api_key() -> bool:
+    """An API key in $WANDB_API_KEY, or in netrc for the W&B host ($WANDB_BASE_URL, else W&B's default hosts)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    base = os.environ.get("WANDB_BASE_URL")
+    hosts = [urlparse(base).netloc] if base else ["api.wandb.ai", "api.forge.coreweave.com"]
+    try:
+        found = netrc.netrc(os.environ.get("NETRC"))
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any(found.authenticators(host) is not None for host in hosts if host)
+
+
+def run_root(wb: WandbParams, repo_root: Path | None = None) -> Path:
+    """The folder W&B writes its `wandb/` folder into: wandb.dir, else $WANDB_DIR, else the repository root."""
+    root = Path(wb.dir or os.environ.get("WANDB_DIR") or ".").expanduser()
+    if not root.is_absolute():
+        root = (repo_root or Path.cwd()) / root
+    return root.resolve()
+
+
+def git_commit(repo_root: Path | None = None) -> str | None:
+    """The repository's HEAD commit, or None (no git, not a repository, too slow)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_root or Path.cwd(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def _default_dirs(root: Path) -> None:
+    """Keep W&B's cache and artifact staging under the run folder unless the user set them.
+
+    wandb reads these once per process, so the first run's folder is the one that counts.
+    """
+    for name, sub in (("WANDB_CACHE_DIR", ".cache"), ("WANDB_DATA_DIR", ".data")):
+        os.environ.setdefault(name, str(root / "wandb" / sub))
+
+
+def group_name(params: Params, dataset: str) -> str:
+    return f"{dataset}/{params.wandb.experiment}"
+
+
+def start(
+    params: Params, job_type: str, name: str, group: str, config: dict, repo_root: Path | None = None
+) -> Tracker:
+    """Start one W&B run; a no-op Tracker when disabled or when W&B cannot start (with a warning)."""
+    wb = params.wandb
+    mode = resolve_mode(wb)
+    if mode == "disabled":
+        return Tracker()
+    if mode not in MODES:
+        _warn(f"unknown mode {mode!r} (from WANDB_MODE); logging offline")
+        mode = "offline"
+    try:
+        import wandb
+    except Exception as exc:
+        _warn(f"wandb cannot be imported ({type(exc).__name__}: {exc}); nothing is logged")
+        return Tracker()
+    root = run_root(wb, repo_root)
+    config = {**config, "git_commit": git_commit(repo_root)}
+
+    def init(mode: str) -> Any:
+        root.mkdir(parents=True, exist_ok=True)
+        _default_dirs(root)
+        limits = {"init_timeout": wb.timeout} | ({"finish_timeout": wb.timeout} if mode != "offline" else {})
+        if os.environ.get("WANDB_BASE_URL"):  # read at every start (wandb itself reads it once per process)
+            limits["base_url"] = os.environ["WANDB_BASE_URL"]
+        settings = wandb.Settings(quiet=True, console="off", **limits)
+        return wandb.init(
+            project=wb.project, entity=wb.entity, dir=str(root), job_type=job_type, group=group, name=name,
+            config=config, mode=mode, reinit="create_new", settings=settings,
+        )  # fmt: skip
+
+    try:
+        return Tracker(init(mode), wandb)
+    except Exception as exc:
+        if mode == "offline":
+            _warn(f"the run could not start ({type(exc).__name__}: {exc}); nothing is logged")
+            return Tracker()
+        _warn(
+            f"the {mode} run could not start ({type(exc).__name__}: {exc}); logging offline to "
+            f"{root / 'wandb'} instead (upload later with `wandb sync`)"
+        )
+    try:
+        return Tracker(init("offline"), wandb)
+    except Exception as exc:
+        _warn(f"the offline run could not start either ({type(exc).__name__}: {exc}); nothing is logged")
+        return Tracker()
+
+
+# ---------------------------------------------------------------------------- what each stage logs
+
+
+def start_training(params: Params, config: dict, repo_root: Path | None = None) -> Tracker:
+    """The `train` run of one grid run; `config` is experiment.run_config (every parameter of the run)."""
+    config = {**config, "cache": params.cache.model_dump(mode="json")}
+    return start(params, "train", config["run_key"], group_name(params, config["dataset"]), config, repo_root)
+
+
+def log_training_results(tracker: Tracker, params: Params, metrics: dict, run_dir: Path, layout, info: dict) -> None:
+    """Test metrics in the summary, the per-label AP table and a grid of sample test images."""
+    if not tracker.active:
+        return
+    tracker.summary({k: v for k, v in metrics.items() if not isinstance(v, list | dict)})
+    try:
+        vocabulary, labels, images, scores = _test_samples(run_dir, layout, info)
+    except Exception as exc:
+        _warn(f"could not read the test items for logging ({type(exc).__name__}: {exc})")
+        return
+    positives = np.array([[lab in item for lab in vocabulary] for item in labels]).sum(axis=0) if len(labels) else []
+    ap = metrics.get("test_ap_per_label", [])
+    rows = [[lab, ap[j] if j < len(ap) else None, int(positives[j]) if len(positives) else 0] for j, lab in enumerate(vocabulary)]
+    tracker.table("test_ap_per_label", ["label", "ap", "n_positive"], rows)
+    n = min(params.wandb.log_images, len(labels))
+    if n:
+        chosen = np.unique(np.linspace(0, len(labels) - 1, n).round().astype(int))
+        samples = []
+        for i in chosen:
+            predicted = [vocabulary[j] for j in np.flatnonzero(scores[i] >= 0.5)] or [vocabulary[int(scores[i].argmax())]]
+            caption = f"pred: {', '.join(predicted)} | true: {', '.join(labels[i]) or '-'}"
+            samples.append((np.asarray(images[i]), caption))
+        tracker.images("test_samples", samples)
+
+
+def _test_samples(run_dir: Path, layout, info: dict) -> tuple[list[str], list[list[str]], Any, np.ndarray]:
+    """The vocabulary, and per scored test item: true labels, cached image, scores."""
+    import pandas as pd
+
+    from collab_iu.image_cache import load_image_cache
+    from collab_iu.stages import load_prepared
+
+    items, _ = load_prepared(layout)
+    ids = pd.read_parquet(run_dir / "test_items.parquet")["item_id"]
+    labels = items.set_index("item_id")["labels"].reindex(ids).tolist()
+    cache = load_image_cache(layout.cache)
+    images = cache.images[cache.rows(ids)]
+    return list(info["vocabulary"]), labels, images, np.load(run_dir / "test_scores.npy")
+
+
+def log_cf(params: Params, report: dict, repo_root: Path | None = None) -> None:
+    """The `cf` run of one CF fit: its parameters, and its quality against popularity (summary, table, bar plot)."""
+    from collab_iu.layout import dataset_layout
+    from collab_iu.stages import read_report
+
+    dataset = report["dataset"]
+    config = {
+        "dataset": dataset,
+        "cf": params.cf.model_dump(mode="json"),
+        "fingerprint": read_report(dataset_layout(params, dataset, repo_root).prepared)["fingerprint"],
+    }
+    with start(params, "cf", "cf", group_name(params, dataset), config, repo_root) as tracker:
+        if not tracker.active:
+            return
+        tracker.summary({k: v for k, v in report.items() if k != "dataset"})
+        rows = [["label_probe_map", report["label_probe"]["probe_map"], report["label_probe"]["popularity_map"]]]
+        rec = report.get("recommendation", {})
+        rows += [[name, value, rec["popularity"].get(name)] for name, value in rec.get("model", {}).items()]
+        tracker.table("cf_vs_popularity", ["metric", "cf", "popularity"], rows)
+        try:
+            tracker.images("cf_vs_popularity_plot", [(_bar_plot(rows), "CF vectors vs popularity")])
+        except Exception as exc:
+            _warn(f"could not draw the CF plot ({type(exc).__name__}: {exc})")
+
+
+def _bar_plot(rows: list[list]) -> np.ndarray:
+    """A grouped bar chart (metric: cf vs popularity) as an RGB array."""
+    from collab_iu.evaluate import _figure
+
+    fig = _figure(6.0, 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r[1] or 0 for r in rows], 0.4, label="cf")
+    ax.bar(x + 0.2, [r[2] or 0 for r in rows], 0.4, label="popularity")
+    ax.set_xticks(x, [r[0] for r in rows])
+    ax.legend()
+    fig.tight_layout()
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def log_evaluation(params: Params, result: dict, repo_root: Path | None = None) -> None:
+    """The `evaluation` run: the results table, the two plots, and the headline in the summary."""
+    from collab_iu.layout import dataset_layout
+    from collab_iu.stages import read_report
+
+    dataset = result["dataset"]
+    config = {
+        "dataset": dataset,
+        "experiment": params.experiment.model_dump(mode="json"),
+        "fingerprint": read_report(dataset_layout(params, dataset, repo_root).prepared)["fingerprint"],
+    }
+    with start(params, "evaluation", "evaluation", group_name(params, dataset), config, repo_root) as tracker:
+        if not tracker.active:
+            return
+        summary = result["summary"]
+        tracker.summary(
+            {"n_test_items": summary["n_test_items"], "n_labels": summary["n_labels"], "headline": result["headline"] or {}}
+        )
+        table = result["table"]
+        tracker.table("results", [str(c) for c in table.columns], table.astype(object).values.tolist())
+        paths = result["paths"]
+        tracker.images("map_vs_label_ratio", [(paths["map_plot"], "mAP vs label ratio")])
+        tracker.images("improvement", [(paths["improvement_plot"], "improvement over image_only")])

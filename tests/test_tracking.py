@@ -1,0 +1,331 @@
+"""Weights & Biases logging: offline runs read back from disk, and W&B failures never stop training.
+
+The offline runs are read from their transaction log (`offline-run-*/run-*.wandb`, a
+LevelDB-style log of protobuf `Record`s, the format `wandb sync` uploads): the run record
+(job type, group, config), config updates, history rows and summary updates. Media files
+(tables, images) lie under `offline-run-*/files/media/`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import REPO, tiny_params_tree
+
+from collab_iu import tracking
+from collab_iu.evaluate import run_evaluation
+from collab_iu.experiment import METRICS_JSON, run_grid, train_run
+from collab_iu.layout import dataset_layout
+from collab_iu.params import Params, WandbParams, params_from_dict
+from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
+from collab_iu.tracking import TrackingWarning
+
+GRID = {"methods": ["image_only", "with_cf"], "label_ratios": [0.5], "seeds": [0], "workers": 1}
+EPOCHS = 2
+
+
+# ---------------------------------------------------------------------------- reading offline runs back
+
+
+def _records(path: Path):
+    """The protobuf records of a .wandb transaction log (7-byte header; 32 KiB blocks of checksummed chunks)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, head = 32768, 7
+    pos, pending = head, b""
+    while pos + head <= len(data):
+        left = block - pos % block
+        if left < head:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + head])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        pending += data[pos + head : pos + head + length]
+        pos += head + length
+        if kind in (1, 4):  # FULL or LAST chunk
+            record = pb.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def _items(updates) -> dict:
+    return {(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in updates}
+
+
+def _complete_log(folder: Path, wait_s: float = 30.0) -> list:
+    """The records of a run's log once its `exit` record is on disk (wandb-core may still be flushing)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            records = list(_records(next(folder.glob("run-*.wandb"))))
+        except Exception:  # not (completely) written yet
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def read_offline_runs(root: Path) -> list[dict]:
+    """Every offline run under root/wandb: job type, group, name, config, history rows, summary, files folder."""
+    runs = []
+    for folder in sorted((root / "wandb").glob("offline-run-*")):
+        run: dict = {"config": {}, "history": [], "summary": {}, "files": folder / "files"}
+        for record in _complete_log(folder):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                r = record.run
+                run |= {"job_type": r.job_type, "group": r.run_group, "name": r.display_name}
+                run["config"] |= _items(r.config.update)
+            elif kind == "config":
+                run["config"] |= _items(record.config.update)
+            elif kind == "history":
+                run["history"].append(_items(record.history.item))
+            elif kind == "summary":
+                run["summary"] |= _items(record.summary.update)
+        runs.append(run)
+    return runs
+
+
+def _media(run: dict, key: str) -> dict:
+    """The summary entry of a logged table or image list, checking its files exist."""
+    entry = {k.split("/", 1)[1]: v for k, v in run["summary"].items() if k.startswith(key + "/")}
+    assert entry, f"{run['name']}: no {key} logged"
+    for name in [entry["path"]] if "path" in entry else entry["filenames"]:
+        assert (run["files"] / name).is_file(), name
+    return entry
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def prepared_master(tmp_path_factory) -> Path:
+    """A tiny prepared dataset (W&B disabled), copied by each test."""
+    root = tmp_path_factory.mktemp("tracking_master")
+    params = params_from_dict(tiny_params_tree(root / "data", wandb={"mode": "disabled"}))
+    for stage in (run_prepare, run_split, run_cf, run_cache):
+        stage(params)
+    return root
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch) -> Path:
+    """W&B offline, every one of its folders under tmp_path; returns the wandb.dir for params."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb_env" / name.lower()))
+    return tmp_path / "wb"
+
+
+@pytest.fixture
+def project(prepared_master, tmp_path, wandb_env):
+    """project(**groups) -> Params on a writable copy of the prepared dataset, W&B runs under wandb_env."""
+    shutil.copytree(prepared_master / "data", tmp_path / "data")
+
+    def _make(**groups) -> Params:
+        groups["wandb"] = {"dir": str(wandb_env), "experiment": "tiny", "log_images": 4} | groups.get("wandb", {})
+        groups["train"] = {"epochs": EPOCHS} | groups.get("train", {})
+        groups["experiment"] = GRID | groups.get("experiment", {})
+        return params_from_dict(tiny_params_tree(tmp_path / "data", **groups))
+
+    return _make
+
+
+# ---------------------------------------------------------------------------- the acceptance test
+
+
+def test_tiny_grid_logs_every_run_offline(project, wandb_env):
+    params = project()
+    run_cf(params)
+    results = {m["run_key"]: m for m in run_grid(params, progress=False)}
+    evaluation = run_evaluation(params)
+    runs = read_offline_runs(wandb_env)
+    by_type: dict[str, list] = {}
+    for run in runs:
+        by_type.setdefault(run["job_type"], []).append(run)
+    assert sorted(by_type) == ["cf", "evaluation", "train"]
+    assert {run["group"] for run in runs} == {"synthetic/tiny"}
+
+    train = {run["name"]: run for run in by_type["train"]}
+    assert set(train) == set(results)
+    n_labels = len(json.loads((dataset_layout(params).runs / next(iter(results)) / "model.json").read_text())["vocabulary"])
+    for key, run in train.items():
+        metrics, config = results[key], run["config"]
+        for name in ("method", "label_ratio", "cf_weight", "seed"):
+            assert config[name] == metrics[name], name
+        assert config["train"]["epochs"] == EPOCHS and config["fingerprint"] and "git_commit" in config
+        val_rows = [row for row in run["history"] if "val_map" in row]
+        assert [row["epoch"] for row in val_rows] == list(range(1, EPOCHS + 1))  # one row per epoch
+        terms = {"loss_label", "loss_total", "lr", "images_per_s"} | ({"loss_cf"} if key.startswith("with_cf") else set())
+        assert terms <= set(val_rows[0])
+        assert run["summary"]["test_map"] == pytest.approx(metrics["test_map"])
+        table = _media(run, "test_ap_per_label")
+        content = json.loads((run["files"] / table["path"]).read_text())
+        assert content["columns"] == ["label", "ap", "n_positive"] and len(content["data"]) == n_labels
+        images = _media(run, "test_samples")
+        assert images["count"] == 4 and all(c.startswith("pred: ") for c in images["captions"])
+
+    [cf] = by_type["cf"]
+    assert cf["summary"]["label_probe"]["probe_map"] is not None
+    _media(cf, "cf_vs_popularity")
+    _media(cf, "cf_vs_popularity_plot")
+
+    [ev] = by_type["evaluation"]
+    results_table = _media(ev, "results")
+    assert results_table["nrows"] == len(evaluation["table"])
+    _media(ev, "map_vs_label_ratio")
+    _media(ev, "improvement")
+    assert ev["summary"]["headline"] == json.loads(json.dumps(evaluation["headline"]))
+
+
+# ---------------------------------------------------------------------------- W&B never stops training
+
+
+def test_unreachable_server_warns_and_training_completes(project, wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    params = project(wandb={"timeout": 2.0})
+    with pytest.warns(TrackingWarning, match="could not start"):
+        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False)
+    assert (dataset_layout(params).runs / metrics["run_key"] / METRICS_JSON).exists()
+    [run] = read_offline_runs(wandb_env)  # logged offline instead, for `wandb sync` later
+    assert run["summary"]["test_map"] == pytest.approx(metrics["test_map"])
+
+
+def test_wandb_errors_warn_and_training_completes(project, wandb_env, monkeypatch):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("wandb is broken")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    params = project()
+    with pytest.warns(TrackingWarning, match="wandb is broken"):
+        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False)
+    assert (dataset_layout(params).runs / metrics["run_key"] / METRICS_JSON).exists()
+    assert not list((wandb_env / "wandb").glob("offline-run-*"))
+
+
+def test_failing_log_call_stops_logging_only(project, wandb_env, monkeypatch):
+    from wandb.sdk.wandb_run import Run
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Run, "log", broken)
+    params = project()
+    with pytest.warns(TrackingWarning, match="disk full") as caught:
+        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False)
+    assert len([w for w in caught if issubclass(w.category, TrackingWarning)]) == 1  # warned once, then silent
+    assert (dataset_layout(params).runs / metrics["run_key"] / METRICS_JSON).exists()
+
+
+def test_disabled_writes_nothing(project, wandb_env, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE")
+    params = project(wandb={"mode": "disabled"})
+    train_run(params, "image_only-r0.5-w0-s0", progress=False)
+    assert not wandb_env.exists()
+
+
+# ---------------------------------------------------------------------------- modes and the core without wandb
+
+
+def test_mode_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("")
+    monkeypatch.setenv("NETRC", str(netrc))
+    auto = WandbParams()
+    assert tracking.resolve_mode(auto) == "offline"  # no key: offline, nothing fails
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert tracking.resolve_mode(auto) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert tracking.resolve_mode(auto) == "disabled"  # WANDB_MODE wins over auto
+    assert tracking.resolve_mode(WandbParams(mode="offline")) == "offline"  # params.yaml wins over WANDB_MODE
+
+
+def test_run_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    assert tracking.run_root(WandbParams(), tmp_path) == tmp_path.resolve()  # <repo>/wandb/, git-ignored
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
+    assert tracking.run_root(WandbParams(), tmp_path) == (tmp_path / "elsewhere").resolve()
+    assert tracking.run_root(WandbParams(dir="runs"), tmp_path) == (tmp_path / "runs").resolve()  # params.yaml wins
+
+
+def test_dagster_resource_sets_the_mode():
+    from orchestration.defs.resources import WandbResource
+
+    params = Params()
+    assert WandbResource(mode="disabled").apply(params).wandb.mode == "disabled"
+    with pytest.raises(ValueError, match="wandb.mode"):
+        WandbResource(mode="loud").apply(params)
+
+
+def test_dagster_materialisation_logs(tmp_path, monkeypatch, wandb_env):
+    import warnings
+
+    import dagster as dg
+    import yaml
+
+    from orchestration.defs.build import build_definitions
+    from orchestration.defs.resources import WandbResource
+
+    tree = tiny_params_tree(Path("data"), wandb={"dir": "wb"})  # relative to the project root
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    monkeypatch.setenv("COLLAB_IU_ROOT", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the resource's mode wins over it
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    defs = build_definitions()
+    assert isinstance(defs.resources["wandb"], WandbResource)
+    result = dg.materialize(
+        defs.assets,
+        selection=dg.AssetSelection.assets("catalogue", "splits", "cf_embeddings"),
+        partition_key="synthetic",
+        resources=dict(defs.resources) | {"wandb": WandbResource(mode="offline")},
+    )
+    assert result.success
+    [run] = read_offline_runs(tmp_path / "wb")
+    assert run["job_type"] == "cf" and run["group"] == "synthetic/default"
+    assert run["config"]["cf"]["factors"] == tree["cf"]["factors"]
+
+
+def test_core_runs_without_wandb(tmp_path):
+    code = """
+import sys, warnings
+sys.modules["wandb"] = None  # `import wandb` now raises ImportError
+import collab_iu.experiment, collab_iu.stages, collab_iu.evaluate
+from collab_iu import tracking
+from collab_iu.params import params_from_dict
+params = params_from_dict({"wandb": {"mode": "offline", "dir": sys.argv[1]}})
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    tracker = tracking.start(params, "train", "run", "group", {})
+tracker.log({"a": 1}); tracker.finish()
+assert not tracker.active
+assert any("cannot be imported" in str(w.message) for w in caught), caught
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert not (tmp_path / "wandb").exists()
