@@ -202,7 +202,7 @@ def start(
         limits = {"init_timeout": wb.timeout} | ({"finish_timeout": wb.timeout} if mode != "offline" else {})
         if os.environ.get("WANDB_BASE_URL"):  # read at every start (wandb itself reads it once per process)
             limits["base_url"] = os.environ["WANDB_BASE_URL"]
-        settings = wandb.Settings(quiet=True, console="off", **limits)
+        settings = wandb.Settings(quiet=True, silent=mode == "offline", console="off", **limits)  # offline: no chatter
         return wandb.init(
             project=wb.project, entity=wb.entity, dir=str(root), job_type=job_type, group=group, name=name,
             config=config, mode=mode, reinit="create_new", settings=settings,
