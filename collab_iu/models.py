@@ -1,7 +1,7 @@
 """Backbones (global-pooled feature extractors) and the multitask model: a label head and a CF head.
 
 Backbones are built with random weights or from a local state-dict file: nothing is
-ever downloaded (torchvision's `weights="DEFAULT"` would fetch from the internet).
+ever downloaded (torchvision's default pretrained weights would be fetched from the internet).
 """
 
 from __future__ import annotations
