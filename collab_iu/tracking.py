@@ -274,17 +274,22 @@ def _test_samples(run_dir: Path, layout, info: dict) -> tuple[list[str], list[li
     return list(info["vocabulary"]), labels, images, np.load(run_dir / "test_scores.npy")
 
 
-def log_cf(params: Params, report: dict, repo_root: Path | None = None) -> None:
-    """The `cf` run of one CF fit: its parameters, and its quality against popularity (summary, table, bar plot)."""
+def _dataset_config(params: Params, dataset: str, group: str, repo_root: Path | None) -> dict:
+    """Config of a per-dataset run: the dataset, one params group, the dataset fingerprint."""
     from collab_iu.layout import dataset_layout
     from collab_iu.stages import read_report
 
-    dataset = report["dataset"]
-    config = {
+    return {
         "dataset": dataset,
-        "cf": params.cf.model_dump(mode="json"),
+        group: getattr(params, group).model_dump(mode="json"),
         "fingerprint": read_report(dataset_layout(params, dataset, repo_root).prepared)["fingerprint"],
     }
+
+
+def log_cf(params: Params, report: dict, repo_root: Path | None = None) -> None:
+    """The `cf` run of one CF fit: its parameters, and its quality against popularity (summary, table, bar plot)."""
+    dataset = report["dataset"]
+    config = _dataset_config(params, dataset, "cf", repo_root)
     with start(params, "cf", "cf", group_name(params, dataset), config, repo_root) as tracker:
         if not tracker.active:
             return
@@ -317,15 +322,8 @@ def _bar_plot(rows: list[list]) -> np.ndarray:
 
 def log_evaluation(params: Params, result: dict, repo_root: Path | None = None) -> None:
     """The `evaluation` run: the results table, the two plots, and the headline in the summary."""
-    from collab_iu.layout import dataset_layout
-    from collab_iu.stages import read_report
-
     dataset = result["dataset"]
-    config = {
-        "dataset": dataset,
-        "experiment": params.experiment.model_dump(mode="json"),
-        "fingerprint": read_report(dataset_layout(params, dataset, repo_root).prepared)["fingerprint"],
-    }
+    config = _dataset_config(params, dataset, "experiment", repo_root)
     with start(params, "evaluation", "evaluation", group_name(params, dataset), config, repo_root) as tracker:
         if not tracker.active:
             return
