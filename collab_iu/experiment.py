@@ -29,7 +29,7 @@ import torch
 from collab_iu import tracking
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
-from collab_iu.grid import RunSpec, grid_runs, parse_run_key
+from collab_iu.grid import CONFIDENCE_OF, RunSpec, grid_runs, parse_run_key
 from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.metrics import evaluate_scores
 from collab_iu.models import MultitaskModel
@@ -41,8 +41,18 @@ METRICS_JSON = "metrics.json"
 
 
 def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
-    """The training parameters of one run: params.train with the run's cf weight and seed."""
-    return params.train.model_copy(update={"cf_weight": spec.cf_weight, "seed": spec.seed})
+    """The training parameters of one run: params.train with the run's cf weight and seed, and its method's
+    confidence type (with_cf_<confidence>) or CF loss (triplet)."""
+    update: dict = {"cf_weight": spec.cf_weight, "seed": spec.seed}
+    if spec.method in CONFIDENCE_OF:
+        update["confidence"] = CONFIDENCE_OF[spec.method]
+    elif spec.method == "triplet":
+        update["cf_loss"] = "triplet"
+    if spec.method != "with_cf" and "confidence" not in update:
+        update["confidence"] = "uniform"  # only with_cf takes train.confidence
+    if spec.method != "triplet" and params.train.cf_loss == "triplet":
+        raise ValueError("train.cf_loss 'triplet' is for the method `triplet`; choose exp, mse or cosine for with_cf")
+    return params.train.model_copy(update=update)
 
 
 def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
@@ -94,6 +104,7 @@ def train_run(
     """Train (or resume, or reuse) one grid run and score its best epoch on the test items; returns metrics."""
     spec = parse_run_key(spec) if isinstance(spec, str) else spec
     layout = dataset_layout(params, dataset, repo_root)
+    params = params.for_dataset(layout.name)
     run_dir = layout.runs / spec.key
     config = run_config(params, spec, layout)
     if _reusable(run_dir, config):
@@ -103,13 +114,13 @@ def train_run(
         shutil.rmtree(run_dir)  # another config: start over
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    data = load_training_data(layout, params, spec.label_ratio, spec.seed)
     train_params = run_train_params(params, spec)
+    data = load_training_data(layout, params.model_copy(update={"train": train_params}), spec.label_ratio, spec.seed)
     size = params.augment.output_size or params.cache.image_size
     model_info = {
         "backbone": train_params.backbone,
         "vocabulary": data.vocabulary,
-        "cf_dim": int(data.cf_target.shape[1]) if spec.cf_weight > 0 and spec.method == "with_cf" else 0,
+        "cf_dim": 0 if spec.method in ("image_only", "cf_pretrain") else int(data.cf_target.shape[1]),
         "cache_size": params.cache.image_size,
         "input_size": size,
         "mean": IMAGENET_MEAN,
@@ -195,8 +206,8 @@ def _threads_per_worker(params: Params, workers: int) -> Params:
 
 
 def run_grid(params: Params, dataset: str | None = None, repo_root: Path | None = None, progress: bool = True) -> list[dict]:
-    """Train every run of params.experiment (in parallel processes when experiment.workers > 1)."""
-    keys = [spec.key for spec in grid_runs(params)]
+    """Train every run of the dataset's experiment family (in parallel processes when experiment.workers > 1)."""
+    keys = [spec.key for spec in grid_runs(params.for_dataset(dataset_layout(params, dataset, repo_root).name))]
     workers = min(params.experiment.workers, len(keys))
     if workers <= 1:
         return [train_run(params, key, dataset, repo_root, progress=progress) for key in keys]

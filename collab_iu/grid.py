@@ -3,17 +3,32 @@
 A run key such as `with_cf-r0.05-w1-s0` encodes method, label ratio, cf weight and seed.
 It is built and parsed here only (Dagster partitions and DVC stages use it too), and it
 avoids the characters `| , [ ]` and spaces.
+
+Methods (the paper's baselines):
+
+- `image_only`: the classifier alone (cf weight 0);
+- `with_cf`: the multitask model with train.confidence and train.cf_loss;
+- `with_cf_num_interactions`, `with_cf_loss_based`: with_cf with that confidence type;
+- `triplet`: the CF head trained with a triplet loss (positive: an item sharing users with the anchor);
+- `cf_pretrain`: the network trained on the CF target first, then on labels only.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import get_args
 
-from collab_iu.params import Params
+from collab_iu.params import Method, Params
 
-METHODS = ("image_only", "with_cf", "cf_pretrain")
+METHODS: tuple[str, ...] = get_args(Method)
+CONFIDENCE_OF = {"with_cf_num_interactions": "num_interactions", "with_cf_loss_based": "loss_based"}
 _KEY = re.compile(r"^(?P<method>[a-z_]+)-r(?P<ratio>[0-9.]+)-w(?P<weight>[0-9.]+)-s(?P<seed>[0-9]+)$")
+
+
+def uses_cf(method: str) -> bool:
+    """Whether a method's runs have a cf weight (every method but image_only and the reference points)."""
+    return method in METHODS and method != "image_only"
 
 
 @dataclass(frozen=True, order=True)
@@ -39,13 +54,23 @@ def parse_run_key(key: str) -> RunSpec:
 
 
 def grid_runs(params: Params) -> list[RunSpec]:
-    """Every run of the grid in params.experiment; image_only runs have cf weight 0."""
-    exp = params.experiment
+    """Every run of the selected experiment family; image_only runs have cf weight 0.
+
+    `params` should be a dataset's params (`Params.for_dataset`): a family without cf
+    weights uses that dataset's train.cf_weight.
+    """
+    grid = params.experiment.grid
+    cf_weights = grid.cf_weights or [params.train.cf_weight]
+    if any(uses_cf(m) for m in grid.methods) and not all(w > 0 for w in cf_weights):
+        raise ValueError(
+            f"experiment family {params.experiment.family!r} has no cf_weights and train.cf_weight is 0: "
+            "set the family's cf_weights or the dataset's train.cf_weight"
+        )
     runs: set[RunSpec] = set()
-    for method in exp.methods:
-        weights = [0.0] if method == "image_only" else exp.cf_weights
-        for ratio in exp.label_ratios:
+    for method in grid.methods:
+        weights = [0.0] if method == "image_only" else cf_weights
+        for ratio in grid.label_ratios:
             for weight in weights:
-                for seed in exp.seeds:
+                for seed in params.experiment.seeds:
                     runs.add(RunSpec(method, float(ratio), float(weight), int(seed)))
     return sorted(runs)

@@ -1,7 +1,9 @@
 """The multitask loss: `label_weight * L_label + cf_weight * L_cf`, and the CF confidence weights.
 
 L_label is computed on the labelled items of a batch only; L_cf on every item with a CF
-target (confidence > 0), labelled or not. Masks are applied with `torch.where`, so there
+target (confidence > 0), labelled or not. L_cf regresses the CF vector (exp, mse, cosine)
+or, for the contrastive baseline (triplet), pulls an item's CF-head output towards that of
+an item sharing users with it and away from another item's. Masks are applied with `torch.where`, so there
 is no host-device sync and an empty mask gives a zero that still has a graph.
 """
 
@@ -79,6 +81,23 @@ def cf_loss(pred: torch.Tensor, target: torch.Tensor, confidence: torch.Tensor, 
     return weighted.sum() / k.sum().clamp(min=torch.finfo(torch.float32).tiny)
 
 
+def triplet_cf_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, confidence: torch.Tensor, has_positive: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Triplet margin loss on L2-normalised CF-head outputs, confidence-weighted like `cf_loss`.
+
+    positive[i] is the output for an item that shares a user with anchor i; the negative of
+    anchor i is the next anchor's positive (`roll` by one: an unrelated item of the batch).
+    l_i = max(0, |a_i - p_i|^2 - |a_i - n_i|^2 + margin), over anchors with a positive and k_i > 0.
+    """
+    a = F.normalize(anchor.float(), dim=1)
+    p = F.normalize(positive.float(), dim=1)
+    n = p.roll(1, dims=0)
+    per_item = F.relu((a - p).pow(2).sum(1) - (a - n).pow(2).sum(1) + margin)
+    k = torch.where(has_positive.to(torch.bool), confidence.to(a.device, torch.float32), 0.0)
+    return torch.where(k > 0, k * per_item, 0.0).sum() / k.sum().clamp(min=torch.finfo(torch.float32).tiny)
+
+
 def confidence_weights(raw: np.ndarray, kind: str) -> np.ndarray:
     """Per-item CF confidence k_i from the training items' raw values.
 
@@ -123,16 +142,25 @@ def multitask_loss(
     cf_kind: str = "exp",
     label_weight: float = 1.0,
     cf_weight: float,
+    positives: dict[str, torch.Tensor] | None = None,
+    triplet_margin: float = 0.2,
 ) -> dict[str, torch.Tensor]:
     """Loss terms {"label", "cf", "total"} for model outputs and a batch.
 
-    batch: `labels` (N x L float), `labelled` (N bool), `cf_target` (N x D), `cf_confidence` (N).
-    "cf" is present when the outputs have a CF prediction; with cf_weight == 0 it is detached
-    (reported only) and not part of "total".
+    batch: `labels` (N x L float), `labelled` (N bool), `cf_target` (N x D), `cf_confidence` (N);
+    for cf_kind "triplet" also `has_positive` (N bool), with `positives` the model outputs for
+    each anchor's positive item. "cf" is present when the outputs have a CF prediction; with
+    cf_weight == 0 it is detached (reported only) and not part of "total".
     """
     terms = {"label": label_loss(outputs["label_logits"], batch["labels"], batch["labelled"], pos_weight)}
     if "cf" in outputs:
         pred = outputs["cf"] if cf_weight else outputs["cf"].detach()
-        terms["cf"] = cf_loss(pred, batch["cf_target"], batch["cf_confidence"], cf_kind)
+        if cf_kind == "triplet":
+            if positives is None:
+                raise ValueError("the triplet CF loss needs the outputs of each anchor's positive item")
+            positive = positives["cf"] if cf_weight else positives["cf"].detach()
+            terms["cf"] = triplet_cf_loss(pred, positive, batch["cf_confidence"], batch["has_positive"], triplet_margin)
+        else:
+            terms["cf"] = cf_loss(pred, batch["cf_target"], batch["cf_confidence"], cf_kind)
     terms["total"] = total_loss(terms, label_weight, cf_weight)
     return terms

@@ -24,16 +24,27 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetSource(_Group):
-    """Where a dataset comes from: the embedded generator or a folder in the canonical format."""
+IMPORTED_SOURCES = ("pinterest", "movielens", "amazon")  # raw public datasets, imported by collab_iu/importers
 
-    source: Literal["synthetic", "folder"] = "synthetic"
-    path: str | None = None  # the folder, for source: folder (relative to the repository root or absolute)
+
+class DatasetSource(_Group):
+    """Where a dataset comes from, and the per-dataset settings that override the global groups.
+
+    source: `synthetic` (the embedded generator), `folder` (the canonical format at `path`) or
+    one of the paper's raw datasets (`pinterest`, `movielens`, `amazon` at `path`), which
+    `prepare` imports into `data/<name>/raw/` first.
+    """
+
+    source: Literal["synthetic", "folder", "pinterest", "movielens", "amazon"] = "synthetic"
+    path: str | None = None  # the folder (relative to the repository root or absolute)
+    images: str | None = None  # imported sources: a folder of <item id>.jpg images; None = <path>/images or <path>/posters
+    preset: str | None = None  # a name in `presets` whose overrides apply to this dataset
+    overrides: dict[str, Any] = Field(default_factory=dict)  # `group.key: value` for this dataset only (after the preset)
 
     @model_validator(mode="after")
-    def _folder_needs_path(self) -> DatasetSource:
-        if self.source == "folder" and not self.path:
-            raise ValueError("source 'folder' needs a 'path'")
+    def _needs_path(self) -> DatasetSource:
+        if self.source != "synthetic" and not self.path:
+            raise ValueError(f"source {self.source!r} needs a 'path'")
         return self
 
 
@@ -50,6 +61,17 @@ class DataParams(_Group):
             if not name or any(c in name for c in "|,[]/\\ ") or name.startswith("."):
                 raise ValueError(f"dataset name {name!r} may not contain | , [ ] / \\ or spaces")
         return self
+
+
+class ImportParams(_Group):
+    """How the paper's raw datasets become canonical datasets (collab_iu/importers)."""
+
+    min_repins: int = Field(10, ge=0)  # pinterest: pins need more than this many repins
+    min_ratings: int = Field(5, ge=1)  # movielens: movies need at least this many ratings
+    k_core: int = Field(5, ge=1)  # amazon: users and items keep at least this many interactions (iterated)
+    min_label_items: int = Field(10, ge=1)  # amazon: rarer category labels are merged into their parent
+    top_category: str | None = None  # amazon: the root of the category tree; None = the most common one
+    link_images: bool = True  # hard-link images into the dataset folder when possible (else copy)
 
 
 class SyntheticParams(_Group):
@@ -161,13 +183,15 @@ class TrainParams(_Group):
     lr: float = Field(3e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
     weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["cosine", "step", "none"] = "cosine"
+    schedule: Literal["cosine", "step", "multistep", "none"] = "cosine"
     step_epochs: int = Field(10, ge=1)  # schedule: step, decay x step_gamma every step_epochs
+    milestones: list[int] = []  # schedule: multistep, decay x step_gamma at these epochs
     step_gamma: float = Field(0.1, gt=0, le=1)
     label_weight: float = Field(1.0, ge=0)
     cf_weight: float = Field(2.0, ge=0)  # a grid run takes its own from experiment.cf_weights
-    cf_loss: Literal["exp", "mse", "cosine"] = "mse"
-    confidence: Literal["uniform", "num_interactions"] = "uniform"
+    cf_loss: Literal["exp", "mse", "cosine", "triplet"] = "mse"  # with_cf's CF loss; the method `triplet` sets triplet
+    confidence: Literal["uniform", "num_interactions", "loss_based"] = "uniform"  # with_cf's; variants are methods
+    triplet_margin: float = Field(0.2, gt=0)  # the triplet method's margin (on L2-normalised CF-head outputs)
     standardize_cf: bool = True  # z-score CF targets per dimension over training items
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA
@@ -176,12 +200,53 @@ class TrainParams(_Group):
     seed: int = 0  # a grid run takes its own from experiment.seeds
 
 
-class ExperimentParams(_Group):
-    """The grid the main job runs: methods x label ratios x cf weights x seeds, then the evaluation."""
+Method = Literal["image_only", "with_cf", "with_cf_num_interactions", "with_cf_loss_based", "triplet", "cf_pretrain"]
 
-    methods: list[Literal["image_only", "with_cf", "cf_pretrain"]] = ["image_only", "with_cf"]
+
+class GridFamily(_Group):
+    """A named experiment grid: methods x label ratios x cf weights (x experiment.seeds)."""
+
+    methods: list[Method]
+    label_ratios: list[float]
+    cf_weights: list[float] = []  # empty: the dataset's train.cf_weight (its preset's chosen weight)
+
+    @model_validator(mode="after")
+    def _valid_grid(self) -> GridFamily:
+        if not self.methods or not self.label_ratios:
+            raise ValueError("methods and label_ratios may not be empty")
+        if any(not 0 < r <= 1 for r in self.label_ratios):
+            raise ValueError(f"label_ratios must be in (0, 1], got {self.label_ratios}")
+        if any(w <= 0 for w in self.cf_weights):
+            raise ValueError(f"cf_weights must be > 0 (image_only is the cf weight 0 run), got {self.cf_weights}")
+        return self
+
+
+def _paper_families() -> dict[str, GridFamily]:
+    return {
+        "cf_weight_sweep": GridFamily(  # the paper's figure: mAP vs cf weight (image_only is weight 0)
+            methods=["image_only", "with_cf"],
+            label_ratios=[0.1],
+            cf_weights=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5],
+        ),
+        "label_ratio_sweep": GridFamily(  # the paper's main table: image_only vs with_cf at the chosen weight
+            methods=["image_only", "with_cf"],
+            label_ratios=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        ),
+        "baselines": GridFamily(  # the paper's comparison of methods at one label ratio
+            methods=["image_only", "with_cf", "with_cf_num_interactions", "with_cf_loss_based", "cf_pretrain", "triplet"],
+            label_ratios=[0.1],
+        ),
+    }
+
+
+class ExperimentParams(_Group):
+    """The grid the main job runs (the family `main`, or a named family), then the evaluation."""
+
+    family: str = "main"  # main: methods x label_ratios x cf_weights below; else a name in families
+    methods: list[Method] = ["image_only", "with_cf"]
     label_ratios: list[float] = [0.05, 0.2, 1.0]
     cf_weights: list[float] = [2.0]  # for the methods that use CF (image_only always has 0)
+    families: dict[str, GridFamily] = Field(default_factory=_paper_families)
     seeds: list[int] = [0, 1, 2]
     pretrain_epochs: int = Field(10, ge=1)  # cf_pretrain: epochs on the CF target before the label epochs
     workers: int = Field(2, ge=1)  # runs trained in parallel on the CPU (one process each)
@@ -191,15 +256,23 @@ class ExperimentParams(_Group):
 
     @model_validator(mode="after")
     def _valid_grid(self) -> ExperimentParams:
-        if not self.methods or not self.label_ratios or not self.seeds:
-            raise ValueError("methods, label_ratios and seeds may not be empty")
-        if any(not 0 < r <= 1 for r in self.label_ratios):
-            raise ValueError(f"label_ratios must be in (0, 1], got {self.label_ratios}")
-        if any(w <= 0 for w in self.cf_weights):
-            raise ValueError(f"cf_weights must be > 0 (image_only is the cf weight 0 run), got {self.cf_weights}")
+        if not self.seeds:
+            raise ValueError("seeds may not be empty")
+        GridFamily(methods=self.methods, label_ratios=self.label_ratios, cf_weights=self.cf_weights)
         if any(m != "image_only" for m in self.methods) and not self.cf_weights:
             raise ValueError("cf_weights may not be empty when a method uses CF")
+        if "main" in self.families:
+            raise ValueError("families may not redefine 'main' (it is methods x label_ratios x cf_weights)")
+        if self.family != "main" and self.family not in self.families:
+            raise ValueError(f"family {self.family!r} is not 'main' or one of families: {sorted(self.families)}")
         return self
+
+    @property
+    def grid(self) -> GridFamily:
+        """The selected family's grid (cf_weights empty: the dataset's train.cf_weight)."""
+        if self.family == "main":
+            return GridFamily(methods=self.methods, label_ratios=self.label_ratios, cf_weights=self.cf_weights)
+        return self.families[self.family]
 
 
 class WandbParams(_Group):
@@ -212,6 +285,28 @@ class WandbParams(_Group):
     experiment: str = "default"  # runs are grouped as <dataset>/<experiment>
     log_images: int = Field(16, ge=0)  # sample test images logged per trained model (0 = none)
     timeout: float = Field(30.0, gt=0)  # seconds to wait for the W&B server at a run's start and end
+
+
+def _paper_presets() -> dict[str, dict[str, Any]]:
+    """The paper's per-dataset settings (its training scripts), as `group.key` overrides."""
+    common = {
+        "cache.image_size": 256, "augment.output_size": 224, "augment.grayscale": 0.1,
+        "train.optimizer": "sgd", "train.lr": 0.1, "train.weight_decay": 1e-5, "train.schedule": "multistep",
+        "train.cf_loss": "exp",
+    }  # fmt: skip
+    amazon = {"train.backbone": "resnet18", "train.batch_size": 256, "train.epochs": 100, "train.milestones": [65, 99]}
+    return {
+        "paper_pinterest": common | {
+            "train.backbone": "regnet_y_400mf", "train.batch_size": 128, "train.epochs": 15,
+            "train.milestones": [10, 14], "train.cf_weight": 5.0,
+        },
+        "paper_movielens": common | {
+            "train.backbone": "mobilenet_v2", "train.batch_size": 96, "train.lr": 0.01, "train.epochs": 45,
+            "train.milestones": [40], "train.cf_weight": 2.5,
+        },
+        "paper_clothing": common | amazon | {"train.cf_weight": 2.0},
+        "paper_toys": common | amazon | {"train.cf_weight": 2.5},
+    }  # fmt: skip
 
 
 class Params(_Group):
@@ -227,6 +322,28 @@ class Params(_Group):
     train: TrainParams = Field(default_factory=TrainParams)
     experiment: ExperimentParams = Field(default_factory=ExperimentParams)
     wandb: WandbParams = Field(default_factory=WandbParams)
+    importers: ImportParams = Field(default_factory=ImportParams)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=_paper_presets)  # name -> {group.key: value}
+
+    @model_validator(mode="after")
+    def _presets_declared(self) -> Params:
+        for name, spec in self.data.datasets.items():
+            if spec.preset is not None and spec.preset not in self.presets:
+                raise ValueError(f"dataset {name!r}: preset {spec.preset!r} is not one of presets: {sorted(self.presets)}")
+        return self
+
+    def for_dataset(self, name: str) -> Params:
+        """These params with dataset `name`'s preset and overrides applied (validated; ParamsError names the key)."""
+        spec = self.data.datasets[name]
+        changes = {**(self.presets[spec.preset] if spec.preset else {}), **spec.overrides}
+        if not changes:
+            return self
+        tree = self.model_dump(mode="json")
+        for key, value in changes.items():
+            if key.split(".")[0] in ("data", "presets"):
+                raise ParamsError(f"dataset {name!r}: overrides may not change {key!r}")
+            _set_dotted(tree, key, value)
+        return params_from_dict(tree, f"dataset {name!r} (preset {spec.preset!r} and overrides)", check_datasets=False)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -274,13 +391,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def params_from_dict(tree: dict[str, Any] | None, source: str = "params") -> Params:
-    """Validate a parameter tree; raise ParamsError listing every bad key."""
+def params_from_dict(tree: dict[str, Any] | None, source: str = "params", check_datasets: bool = True) -> Params:
+    """Validate a parameter tree (and each dataset's preset and overrides); raise ParamsError listing every bad key."""
     try:
-        return Params.model_validate(tree or {})
+        params = Params.model_validate(tree or {})
     except ValidationError as exc:
         lines = [_describe(e, source) for e in exc.errors()]
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+    if check_datasets:
+        for name in params.data.datasets:
+            params.for_dataset(name)
+    return params
 
 
 def load_params(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Params:

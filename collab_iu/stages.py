@@ -18,7 +18,7 @@ from collab_iu.atomic import atomic_dir, write_json
 from collab_iu.cf import build_cf
 from collab_iu.image_cache import build_image_cache
 from collab_iu.layout import DatasetLayout, dataset_layout
-from collab_iu.params import Params
+from collab_iu.params import IMPORTED_SOURCES, Params
 from collab_iu.splits import make_split, split_summary
 from collab_iu.synthetic import generate_synthetic
 from collab_iu.validate import validate_dataset
@@ -26,13 +26,36 @@ from collab_iu.validate import validate_dataset
 REPORT = "report.json"
 
 
-def source_folder(params: Params, layout: DatasetLayout, repo_root: Path | None = None) -> Path:
-    """The folder holding the dataset in the canonical format (images are relative to it)."""
-    spec = params.data.datasets[layout.name]
-    if spec.source == "synthetic":
-        return layout.raw
-    folder = Path(spec.path).expanduser()
+def _under_root(path: str, repo_root: Path | None) -> Path:
+    folder = Path(path).expanduser()
     return folder if folder.is_absolute() or repo_root is None else repo_root / folder
+
+
+def source_folder(params: Params, layout: DatasetLayout, repo_root: Path | None = None) -> Path:
+    """The folder holding the dataset in the canonical format (images are relative to it).
+
+    Generated and imported datasets live in `data/<name>/raw/`; a `folder` dataset is read in place.
+    """
+    spec = params.data.datasets[layout.name]
+    if spec.source == "folder":
+        return _under_root(spec.path, repo_root)
+    return layout.raw
+
+
+def import_dataset(params: Params, dataset: str | None = None, repo_root: Path | None = None, force: bool = False) -> dict:
+    """Import a dataset of source pinterest/movielens/amazon from its raw files into `data/<name>/raw/`.
+
+    Reuses the earlier import when the raw files and options are unchanged (unless `force`).
+    """
+    from collab_iu.importers import run_import
+
+    layout = dataset_layout(params, dataset, repo_root)
+    spec = params.data.datasets[layout.name]
+    if spec.source not in IMPORTED_SOURCES:
+        raise ValueError(f"dataset {layout.name!r} has source {spec.source!r}; importers exist for {IMPORTED_SOURCES}")
+    images = _under_root(spec.images, repo_root) if spec.images else None
+    source = _under_root(spec.path, repo_root)
+    return run_import(spec.source, source, layout.raw, params.importers, images=images, force=force)
 
 
 def read_report(folder: Path) -> dict:
@@ -67,11 +90,16 @@ def _fingerprint(folder: Path, items: pd.DataFrame, image_root: Path) -> str:
 
 
 def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
-    """Generate (synthetic) or locate the dataset, validate it, write `prepared/`. Nothing is written on failure."""
+    """Generate (synthetic), import (pinterest, movielens, amazon) or locate the dataset, validate it,
+    write `prepared/`. Nothing is written on failure."""
     layout = dataset_layout(params, dataset, repo_root)
+    params = params.for_dataset(layout.name)
     report: dict = {"dataset": layout.name}
-    if params.data.datasets[layout.name].source == "synthetic":
+    source = params.data.datasets[layout.name].source
+    if source == "synthetic":
         report["generated"] = generate_synthetic(params.synthetic, layout.raw)
+    elif source in IMPORTED_SOURCES:
+        report["imported"] = import_dataset(params, layout.name, repo_root)
     folder = source_folder(params, layout, repo_root)
     validated = validate_dataset(folder, params.prepare, params.split.min_items_per_label)
     with atomic_dir(layout.prepared) as tmp:
@@ -86,6 +114,7 @@ def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | No
 def run_split(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Split the prepared items into train/val/test; write `split/splits.parquet`."""
     layout = dataset_layout(params, dataset, repo_root)
+    params = params.for_dataset(layout.name)
     items, _ = load_prepared(layout)
     splits = make_split(items, params.split)
     report = {"dataset": layout.name, **split_summary(items, splits)}
@@ -98,6 +127,7 @@ def run_split(params: Params, dataset: str | None = None, repo_root: Path | None
 def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Fit CF item vectors; write `cf/item_vectors.npy`, `cf/item_index.parquet` and the quality report."""
     layout = dataset_layout(params, dataset, repo_root)
+    params = params.for_dataset(layout.name)
     items, interactions = load_prepared(layout)
     result = build_cf(items, interactions, load_splits(layout), params.cf)
     report = {"dataset": layout.name, **result.report}
@@ -112,6 +142,7 @@ def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = 
 def run_cache(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Decode and resize every image once into `cache/images.npy` with its item-id index."""
     layout = dataset_layout(params, dataset, repo_root)
+    params = params.for_dataset(layout.name)
     items, _ = load_prepared(layout)
     folder = source_folder(params, layout, repo_root)
     report = build_image_cache(items, folder, params.cache.image_size, params.cache.workers, layout.cache)

@@ -23,10 +23,12 @@ from collab_iu.augment import BatchAugment, eval_transform
 from collab_iu.dataset import label_matrix, label_vocabulary
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout
+from collab_iu.loss_based import loss_based_raw
 from collab_iu.losses import confidence_weights, multitask_loss, pos_weight_from_labels
 from collab_iu.metrics import macro_map
 from collab_iu.models import MultitaskModel
 from collab_iu.params import AugmentParams, Params, TrainParams
+from collab_iu.positives import CoInteractions
 from collab_iu.splits import label_ratio_mask
 
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume (model, optimiser, scheduler, RNG, history)
@@ -46,13 +48,18 @@ class TrainingData:
     cf_confidence: np.ndarray  # float32 n_train, 0 = no CF target
     val_rows: np.ndarray
     val_labels: np.ndarray
+    co_interactions: CoInteractions | None = None  # the triplet loss's positives (cf_loss: triplet)
 
 
 def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float, seed: int) -> TrainingData:
-    """Assemble a run's data from the prepared, split, cf and cache outputs of `layout`."""
+    """Assemble a run's data from the prepared, split, cf and cache outputs of `layout`.
+
+    params.train.confidence decides the CF confidence weights; cf_loss triplet adds the
+    training items' co-interaction graph.
+    """
     from collab_iu.stages import load_prepared, load_splits
 
-    items, _ = load_prepared(layout)
+    items, interactions = load_prepared(layout)
     split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
     cache = load_image_cache(layout.cache)
     rows = cache.rows(items["item_id"])
@@ -74,18 +81,26 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
         mean = target[has_cf].mean(0)
         std = float(np.sqrt(target[has_cf].var(0).mean())) + 1e-6
         target = np.where(has_cf[:, None], (target - mean) / std, 0.0).astype(np.float32)
-    raw = counts[train].astype(np.float64)
-    confidence = confidence_weights(np.where(has_cf, raw, 0.0), params.train.confidence).astype(np.float32)
+    train_labels = np.where(keep_labels[train][:, None], y[train], 0.0).astype(np.float32)
+    if params.train.confidence == "loss_based":
+        raw = loss_based_raw(target, train_labels, keep_labels[train], has_cf, seed)
+    else:
+        raw = np.where(has_cf, counts[train].astype(np.float64), 0.0)
+    confidence = confidence_weights(raw, params.train.confidence).astype(np.float32)
+    co = None
+    if params.train.cf_loss == "triplet":
+        co = CoInteractions.build(interactions, items["item_id"].to_numpy()[train])
     return TrainingData(
         images=cache.images,
         vocabulary=vocabulary,
         train_rows=rows[train],
-        train_labels=np.where(keep_labels[train][:, None], y[train], 0.0).astype(np.float32),
+        train_labels=train_labels,
         train_labelled=keep_labels[train],
         cf_target=target,
         cf_confidence=np.where(has_cf, confidence, 0.0).astype(np.float32),
         val_rows=rows[val],
         val_labels=y[val],
+        co_interactions=co,
     )
 
 
@@ -108,6 +123,8 @@ def _scheduler(opt: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_sch
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs)
     if p.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=p.step_epochs, gamma=p.step_gamma)
+    if p.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.step_gamma)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
@@ -197,6 +214,9 @@ def train_model(
         "cf_confidence": torch.from_numpy(data.cf_confidence),
     }
     n = len(data.train_rows)
+    triplet = params.cf_loss == "triplet" and cf_dim > 0
+    if triplet and data.co_interactions is None:
+        raise ValueError("cf_loss triplet needs TrainingData.co_interactions (load_training_data builds it)")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and params.amp else nullcontext()
     for epoch in range(state["epoch"], params.epochs):
         model.train()
@@ -206,16 +226,26 @@ def train_model(
         sums: dict = {}
         seen, start = 0, time.perf_counter()
         bar = _progress(batches, f"epoch {epoch + 1}/{params.epochs}", progress)
-        for idx in bar:
-            x = aug(_to_device(data.images, data.train_rows[idx], device), generator)
+        for step, idx in enumerate(bar):
+            rows = data.train_rows[idx]
+            batch = {k: v[idx].to(device, non_blocking=True) for k, v in tensors.items()}
+            positive = None
+            if triplet:  # the positives' images go through the network in the same forward pass
+                positive = data.co_interactions.sample(idx, np.random.default_rng([params.seed, epoch, step]))
+                batch["has_positive"] = torch.from_numpy(positive >= 0).to(device)
+                rows = np.concatenate([rows, data.train_rows[np.maximum(positive, 0)]])
+            x = aug(_to_device(data.images, rows, device), generator)
             if cuda and params.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            batch = {k: v[idx].to(device, non_blocking=True) for k, v in tensors.items()}
             with autocast:
                 outputs = model(x)
+            positives = None
+            if triplet:
+                outputs, positives = _split_outputs(outputs, len(idx))
             terms = multitask_loss(
                 outputs, batch, pos_weight=pos_weight, cf_kind=params.cf_loss,
                 label_weight=params.label_weight, cf_weight=params.cf_weight,
+                positives=positives, triplet_margin=params.triplet_margin,
             )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
@@ -264,6 +294,11 @@ def train_model(
     }
     write_json(summary, out_dir / "train.json")
     return summary
+
+
+def _split_outputs(outputs: dict[str, torch.Tensor], n: int) -> tuple[dict, dict]:
+    """Model outputs of a batch of anchors followed by their positives, split in two."""
+    return {k: v[:n] for k, v in outputs.items()}, {k: v[n:] for k, v in outputs.items()}
 
 
 def _progress(batches: list, desc: str, enabled: bool):

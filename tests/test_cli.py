@@ -20,7 +20,7 @@ from collab_iu.cli import build_parser, main
 
 SUBCOMMANDS = [
     "run", "materialize", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "dvc-yaml", "validate",
-    "generate-synthetic",
+    "generate-synthetic", "import", "fetch-images", "report",
 ]  # fmt: skip
 SCRIPT = Path(sys.executable).parent / "collab-iu"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "collab_iu.cli"]

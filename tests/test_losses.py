@@ -15,6 +15,7 @@ from collab_iu.losses import (
     multitask_loss,
     pos_weight_from_labels,
     total_loss,
+    triplet_cf_loss,
 )
 from collab_iu.models import MultitaskModel
 
@@ -217,3 +218,29 @@ def test_unlabelled_batch_still_trains_the_backbone_through_the_cf_head():
     assert terms["label"].item() == 0.0
     assert model.backbone[0].weight.grad.abs().sum() > 0
     assert torch.equal(model.label_head.weight.grad, torch.zeros(2, 128))
+
+
+def test_triplet_cf_loss_against_hand_computed_values():
+    # unit vectors: anchor 0 sits on its positive, anchor 1 is orthogonal to its positive
+    anchor = t([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    positive = t([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # negatives are the positives rolled by one: anchor 0 -> positive[2], 1 -> positive[0], 2 -> positive[1]
+    d_ap = [0.0, 2.0, 2.0]
+    d_an = [2.0, 2.0, 0.0]
+    margin = 0.2
+    per = [max(0.0, p - n + margin) for p, n in zip(d_ap, d_an)]  # [0, 0.2, 2.2]
+    k = t([1.0, 3.0, 2.0])
+    has = torch.tensor([True, True, False])  # anchor 2 has no positive: it adds nothing
+    expected = (1 * per[0] + 3 * per[1]) / 4
+    assert triplet_cf_loss(anchor, positive, k, has, margin).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_multitask_loss_triplet_needs_positives_and_uses_them():
+    b = batch() | {"has_positive": torch.tensor([True, True, False])}
+    with pytest.raises(ValueError, match="positive"):
+        multitask_loss(outputs(), b, pos_weight=t(POS_WEIGHT), cf_kind="triplet", cf_weight=1.0)
+    pos = {"cf": t([PRED[0], PRED[0], PRED[1]])}
+    terms = multitask_loss(outputs(), b, pos_weight=t(POS_WEIGHT), cf_kind="triplet", cf_weight=1.0, positives=pos)
+    direct = triplet_cf_loss(outputs()["cf"], pos["cf"], b["cf_confidence"], b["has_positive"], 0.2)
+    assert terms["cf"].item() == pytest.approx(direct.item(), rel=1e-6)
+    assert terms["total"].item() == pytest.approx(terms["label"].item() + direct.item(), rel=1e-6)

@@ -48,6 +48,11 @@ def test_every_key_in_params_yaml_is_known():
     tree = yaml.safe_load(PARAMS_YAML.read_text())
     assert set(tree) == set(Params.model_fields)  # every stage group is written out
     for group, values in tree.items():
+        if group == "presets":  # a mapping of names to `group.key: value` overrides
+            for name, overrides in values.items():
+                params_from_dict({"data": {"datasets": {"x": {"source": "synthetic", "preset": name}}, "default": "x"}})
+                assert all(key.split(".")[0] in Params.model_fields for key in overrides), name
+            continue
         model = Params.model_fields[group].annotation
         assert issubclass(model, BaseModel)
         for key in values:
@@ -254,3 +259,52 @@ def test_empty_file_gives_defaults(tmp_path):
 def test_split_params_direct():
     with pytest.raises(ValueError, match="must be 1.0"):
         SplitParams(train=0.9)
+
+
+def _with_dataset(**spec) -> dict:
+    return {"data": {"datasets": {"synthetic": {}, "ml": {"source": "movielens", "path": "raw/ml"} | spec}}}
+
+
+def test_imported_sources_need_a_path():
+    assert "source 'amazon' needs a 'path'" in _error({"data": {"datasets": {"a": {"source": "amazon"}}, "default": "a"}})
+
+
+def test_dataset_preset_and_overrides_apply_to_that_dataset_only():
+    params = params_from_dict(_with_dataset(preset="paper_movielens", overrides={"train.epochs": 3}))
+    ml = params.for_dataset("ml")
+    assert (ml.train.backbone, ml.train.lr, ml.train.cf_weight, ml.train.milestones) == ("mobilenet_v2", 0.01, 2.5, [40])
+    assert ml.train.epochs == 3  # overrides apply after the preset
+    assert (ml.cache.image_size, ml.augment.output_size) == (256, 224)
+    assert params.for_dataset("synthetic") == params and params.train.backbone == "small_cnn"
+
+
+def test_bad_preset_or_override_names_the_dataset_and_key():
+    assert "preset 'paper_mars' is not one of presets" in _error(_with_dataset(preset="paper_mars"))
+    message = _error(_with_dataset(overrides={"train.epochz": 3}))
+    assert "dataset 'ml'" in message and "unknown key 'train.epochz'" in message
+    assert "may not change 'data.root'" in _error(_with_dataset(overrides={"data.root": "elsewhere"}))
+
+
+def test_experiment_families_select_the_grid():
+    from collab_iu.grid import grid_runs
+
+    main = Params()
+    assert main.experiment.grid.methods == main.experiment.methods
+    sweep = params_from_dict({"experiment": {"family": "cf_weight_sweep", "seeds": [0]}})
+    weights = sorted({s.cf_weight for s in grid_runs(sweep)})
+    assert weights == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5]
+    ratio = params_from_dict(_with_dataset(preset="paper_pinterest") | {"experiment": {"family": "label_ratio_sweep"}})
+    runs = grid_runs(ratio.for_dataset("ml"))  # no cf_weights in the family: the dataset's chosen weight
+    assert {s.cf_weight for s in runs if s.method == "with_cf"} == {5.0}
+    assert sorted({s.label_ratio for s in runs}) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    baselines = params_from_dict({"experiment": {"family": "baselines"}})
+    assert {s.method for s in grid_runs(baselines)} == {
+        "image_only", "with_cf", "with_cf_num_interactions", "with_cf_loss_based", "cf_pretrain", "triplet"
+    }  # fmt: skip
+
+
+def test_unknown_family_and_bad_family_grid():
+    assert "family 'ablation' is not 'main' or one of families" in _error({"experiment": {"family": "ablation"}})
+    bad = {"experiment": {"families": {"x": {"methods": ["with_cf"], "label_ratios": [1.5]}}}}
+    assert "label_ratios must be in (0, 1]" in _error(bad)
+    assert "may not redefine 'main'" in _error({"experiment": {"families": {"main": {"methods": ["with_cf"], "label_ratios": [1]}}}})

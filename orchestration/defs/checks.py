@@ -118,7 +118,7 @@ def build_checks(assets: dict[str, dg.AssetsDefinition], datasets: dg.Partitions
         layout = _layout(context)
         summary = json.loads((layout.evaluation / "summary.json").read_text())
         evaluated = {run["run_key"] for run in summary["runs"]}
-        missing = [spec.key for spec in grid_runs(project_params()) if spec.key not in evaluated]
+        missing = [spec.key for spec in grid_runs(project_params().for_dataset(layout.name)) if spec.key not in evaluated]
         problems = [f"no result for runs: {', '.join(missing)}"] if missing else []
         return _result(problems, runs=len(evaluated))
 

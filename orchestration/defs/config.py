@@ -17,7 +17,7 @@ from collab_iu.params import Params, params_from_dict
 
 # the params groups each asset reads
 ASSET_GROUPS: dict[str, tuple[str, ...]] = {
-    "catalogue": ("synthetic", "prepare"),
+    "catalogue": ("synthetic", "prepare", "importers"),
     "splits": ("split",),
     "cf_embeddings": ("cf",),
     "image_cache": ("cache",),
@@ -39,6 +39,8 @@ def _config_type(annotation: Any) -> Any:
         return list[args[0]]
     if origin is list:
         return list[_config_type(args[0])]
+    if origin is dict:  # e.g. experiment.families: edited as plain values, validated by the schema
+        return dict[str, Any]
     return annotation
 
 

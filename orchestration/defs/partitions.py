@@ -16,7 +16,9 @@ def dataset_partitions(params: Params) -> dg.StaticPartitionsDefinition:
 
 
 def run_partitions(params: Params) -> dg.StaticPartitionsDefinition:
-    return dg.StaticPartitionsDefinition([spec.key for spec in grid_runs(params)])
+    """The run keys of every dataset's experiment family (a dataset's preset may change its grid)."""
+    keys = {spec.key for name in params.data.datasets for spec in grid_runs(params.for_dataset(name))}
+    return dg.StaticPartitionsDefinition(sorted(keys))
 
 
 def model_partitions(datasets: dg.StaticPartitionsDefinition, runs: dg.StaticPartitionsDefinition):
