@@ -16,11 +16,13 @@ EXPECTED_ERRORS = (ParamsError, DatasetError, SplitError, FileNotFoundError, Key
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:
+    from collab_iu.importers import RawFormatError
+
     try:  # a failed Dagster materialisation is reported like the core's errors
         from orchestration.errors import MaterializeError
     except ImportError:
-        return EXPECTED_ERRORS
-    return (*EXPECTED_ERRORS, MaterializeError)
+        return (*EXPECTED_ERRORS, RawFormatError)
+    return (*EXPECTED_ERRORS, RawFormatError, MaterializeError)
 
 
 def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
@@ -105,7 +107,7 @@ def _print_evaluation(result: dict) -> None:
         print(
             f"\nat label ratio {headline['lowest_label_ratio']:g}: with_cf {headline['with_cf_map']:.4f} vs "
             f"image_only {headline['image_only_map']:.4f} ({headline['improvement']:+.1%}, "
-            f"paired bootstrap p={headline['p_bootstrap']:.2g}, across seeds p={_p(headline['p_seeds'])})"
+            f"paired bootstrap p={_p(headline['p_bootstrap'])}, across seeds p={_p(headline['p_seeds'])})"
         )
     print("\nwritten:")
     for path in result["paths"].values():
@@ -225,7 +227,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if spec.images:
             print(f"    images: {spec.images}")
         print(f"    preset: {PAPER_PRESET[args.kind]}  # the paper's settings (see presets); omit for the global ones")
-    if report.get("image_urls"):
+    if report["kept"].get("image_urls"):
         print(f"\nimages come as URLs: collab-iu fetch-images --dataset {args.name}")
     return 0
 
