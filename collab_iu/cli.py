@@ -157,12 +157,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_materialize(args: argparse.Namespace) -> int:
     from collab_iu.grid import grid_runs
     from orchestration.defs.partitions import model_partition_key
-    from orchestration.materialize import materialize
+    from orchestration.materialize import UNPARTITIONED, materialize
 
     params = _through_dagster(args)
     dataset = args.dataset or params.data.default
     for asset in args.assets:
-        if args.partition:
+        if asset in UNPARTITIONED:
+            keys = [None]
+        elif args.partition:
             keys = [args.partition]
         elif asset == "trained_model":
             keys = [model_partition_key(dataset, spec.key) for spec in grid_runs(params.for_dataset(dataset))]
@@ -171,7 +173,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         for key in keys:
             start = time.perf_counter()
             materialize([asset], key)
-            print(f"[materialize] {asset} [{key}] in {time.perf_counter() - start:.1f}s")
+            where = f" [{key}]" if key is not None else ""
+            print(f"[materialize] {asset}{where} in {time.perf_counter() - start:.1f}s")
     return 0
 
 
@@ -250,10 +253,11 @@ def cmd_fetch_images(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from collab_iu.layout import paper_report_dir
     from collab_iu.paper_report import build_paper_report
 
     params = load_params(args.params, args.overrides)
-    out = args.out or Path(params.data.root) / "paper_report"
+    out = args.out or paper_report_dir(params)
     result = build_paper_report(params, out, args.datasets or None)
     print(f"[report] datasets: {', '.join(result['datasets'])}")
     for item in result["skipped"]:
@@ -312,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         "materialize",
         help="materialise Dagster assets by name (recorded in the UI's run list)",
         description="Materialise assets of the Dagster project with the Python API against the persistent "
-        "instance (.dagster/). Assets: catalogue, splits, cf_embeddings, image_cache, trained_model, evaluation.",
+        "instance (.dagster/). Assets: catalogue, splits, cf_embeddings, image_cache, trained_model, evaluation, "
+        "paper_report (unpartitioned).",
     )
     p.add_argument("assets", nargs="+", metavar="ASSET", help="asset name(s), materialised in the order given")
     p.add_argument(

@@ -1,9 +1,11 @@
 """Evaluate the experiment grid: per-cell test mAP with seeds and bootstrap, comparisons, tables, plots.
 
-`run_evaluation` reads every run of `grid_runs(params)` from `data/<dataset>/runs/<run key>/`
-(`test_scores.npy`, `test_items.parquet`, `metrics.json`, `model.json`) and writes
-`data/<dataset>/evaluation/` as one folder, atomically (nothing is written when a run is
-missing or inconsistent):
+`evaluate_runs` is the core: it evaluates any list of finished runs of one dataset (each
+`data/<dataset>/runs/<run key>/` with `test_scores.npy`, `test_items.parquet`, `metrics.json`,
+`model.json`) and returns the cells table and the summary. `run_evaluation` applies it to every
+run of `grid_runs(params)` (the selected family, with the dataset's preset and overrides) and
+writes `data/<dataset>/evaluation/` as one folder, atomically (nothing is written when a run
+is missing or inconsistent); `collab_iu.paper_report` applies it to every finished run.
 
 - `results.csv`: one row per cell (method, label_ratio, cf_weight), columns `CELL_COLUMNS`;
 - `results.md`: the same as a readable markdown table, headline first;
@@ -24,7 +26,8 @@ Protocol (see docs/reference: the paper's, plus a test across seeds):
 
 - Ground truth: the prepared items' labels over each run's vocabulary (model.json), aligned by
   item_id. Every run must have been scored on the same test items, and they must be the test
-  items of the current split that have a cached image.
+  items of the current split that have a cached image; scores are reordered to those items in
+  item order, so the bootstrap resamples do not depend on which runs are evaluated.
 - Test mAP per run is recomputed from its scores (macro AP over labels with a positive).
 - One set of bootstrap resamples (`bootstrap_indices(n_test, resamples, fraction, seed)`) is used
   for every run, so all comparisons are paired. A cell's bootstrap samples are the per-seed
@@ -32,7 +35,8 @@ Protocol (see docs/reference: the paper's, plus a test across seeds):
 - Each cell is compared with image_only at the same label ratio: improvement = mean mAP over
   seeds / image_only's - 1; `p_bootstrap` = the paper's paired t-test over resamples of the
   seed-averaged samples; `p_seeds` = a paired t-test of the per-seed mAPs (needs 2+ seeds).
-- Reference points per label ratio and seed: `random` (uniform scores drawn with the seed) and
+- Reference points per label ratio (the grid's; for other lists of runs the runs') and seed
+  (those of the runs at that ratio): `random` (uniform scores drawn with the seed) and
   `popularity` (every item scored with each label's frequency among the labelled training
   items kept at that ratio and seed). They are compared with image_only too.
 """
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +55,10 @@ import pandas as pd
 from collab_iu import tracking
 from collab_iu.atomic import atomic_dir
 from collab_iu.dataset import label_matrix
-from collab_iu.grid import METHODS, RunSpec, grid_runs
+from collab_iu.grid import METHODS, RunSpec, grid_runs, uses_cf
 from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.metrics import bootstrap_indices, bootstrap_map, confidence_interval, evaluate_scores
-from collab_iu.params import Params
+from collab_iu.params import ExperimentParams, Params
 from collab_iu.stats import paired_bootstrap_test, paired_seed_test, relative_improvement, significance_mark
 
 BASELINE = "image_only"
@@ -112,35 +117,102 @@ class _Scored:
 # ---------------------------------------------------------------------------- reading the runs
 
 
+@dataclass(frozen=True)
+class TestSet:
+    """The current split of a dataset: its prepared items and the test items that have a cached image."""
+
+    items: pd.DataFrame  # the prepared items, index 0..n-1
+    is_train: np.ndarray  # per item
+    has_image: np.ndarray  # per item
+    test_ids: np.ndarray  # the test items with a cached image, in item order (the order of every evaluation)
+
+    @property
+    def test_labels(self) -> pd.Series:
+        return self.items["labels"].iloc[pd.Index(self.items["item_id"].astype(str)).get_indexer(self.test_ids)]
+
+
+def load_test_set(layout: DatasetLayout) -> TestSet:
+    """The current split's test set of a prepared, split and cached dataset (FileNotFoundError otherwise)."""
+    from collab_iu.image_cache import load_image_cache
+    from collab_iu.stages import load_prepared, load_splits
+
+    items, _ = load_prepared(layout)
+    items = items.reset_index(drop=True)
+    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
+    has_image = load_image_cache(layout.cache).rows(items["item_id"]) >= 0
+    test_ids = items["item_id"].astype(str).to_numpy(dtype=object)[(split == "test") & has_image]
+    return TestSet(items=items, is_train=split == "train", has_image=has_image, test_ids=test_ids)
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether a run folder holds every file the evaluation reads."""
+    return all((run_dir / f).exists() for f in RUN_FILES)
+
+
 def _missing_runs(layout: DatasetLayout, specs: list[RunSpec]) -> list[str]:
-    return [s.key for s in specs if not all((layout.runs / s.key / f).exists() for f in RUN_FILES)]
+    return [s.key for s in specs if not is_finished(layout.runs / s.key)]
+
+
+def _read_ids(run_dir: Path) -> np.ndarray:
+    return pd.read_parquet(run_dir / "test_items.parquet")["item_id"].astype(str).to_numpy(dtype=object)
+
+
+def _check_shape(run_dir: Path, shape: tuple, n_ids: int, vocabulary: list) -> None:
+    if len(shape) != 2 or shape[0] != n_ids or shape[1] != len(vocabulary):
+        raise ValueError(
+            f"{run_dir}: test_scores.npy has shape {shape} but there are {n_ids} test items "
+            f"and {len(vocabulary)} labels in model.json"
+        )
 
 
 def _read_run(run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """(scores, item ids, metrics.json, model.json) of a finished run."""
     scores = np.load(run_dir / "test_scores.npy")
-    ids = pd.read_parquet(run_dir / "test_items.parquet")["item_id"].astype(str).to_numpy(dtype=object)
+    ids = _read_ids(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model = json.loads((run_dir / "model.json").read_text())
-    if scores.ndim != 2 or len(scores) != len(ids) or scores.shape[1] != len(model["vocabulary"]):
-        raise ValueError(
-            f"{run_dir}: test_scores.npy has shape {scores.shape} but there are {len(ids)} test items "
-            f"and {len(model['vocabulary'])} labels in model.json"
-        )
+    _check_shape(run_dir, scores.shape, len(ids), model["vocabulary"])
     return scores, ids, metrics, model
 
 
-def _align(scores: np.ndarray, ids: np.ndarray, reference: np.ndarray, key: str, first_key: str) -> np.ndarray:
-    """Scores reordered to the reference item order; ValueError when the test items differ."""
+def _stale_message(ids: np.ndarray, expected: np.ndarray) -> str | None:
+    """How a run's test items differ from the current split's test items with an image (None: they do not)."""
+    wanted, got = set(expected), set(ids)
+    if len(ids) == len(expected) and len(got) == len(ids) and got == wanted:
+        return None
+    return (
+        f"scored on {len(ids)} test items, but the current split has {len(expected)} test items with a cached "
+        f"image ({len(got - wanted)} scored items not among them, {len(wanted - got)} of them not scored)"
+    )
+
+
+def check_run(run_dir: Path, test_set: TestSet) -> str | None:
+    """Why a finished run cannot be evaluated on the current test set (stale or inconsistent files); None if it can."""
+    try:
+        ids = _read_ids(run_dir)
+        model = json.loads((run_dir / "model.json").read_text())
+        json.loads((run_dir / "metrics.json").read_text())
+        _check_shape(run_dir, np.load(run_dir / "test_scores.npy", mmap_mode="r").shape, len(ids), model["vocabulary"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable or inconsistent files
+        return f"unreadable or inconsistent run files: {exc}"
+    stale = _stale_message(ids, test_set.test_ids)
+    return f"stale: {stale}; retrain it" if stale else None
+
+
+def _align(scores: np.ndarray, ids: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Scores reordered to the reference item order (the same set of items)."""
     if len(ids) == len(reference) and (ids == reference).all():
         return scores
-    if len(ids) != len(reference) or set(ids) != set(reference) or len(set(ids)) != len(ids):
+    return scores[pd.Index(ids).get_indexer(pd.Index(reference))]
+
+
+def _same_items(ids: np.ndarray, first: np.ndarray, key: str, first_key: str) -> None:
+    """ValueError when two runs were scored on different test items."""
+    if len(ids) != len(first) or set(ids) != set(first) or len(set(ids)) != len(ids):
         raise ValueError(
-            f"runs {first_key} and {key} were scored on different test items ({len(reference)} vs {len(ids)}); "
+            f"runs {first_key} and {key} were scored on different test items ({len(first)} vs {len(ids)}); "
             "every run of a dataset must share one test set: retrain the stale runs"
         )
-    position = pd.Index(ids).get_indexer(pd.Index(reference))
-    return scores[position]
 
 
 def _cell_metrics(metrics: dict) -> dict:
@@ -161,12 +233,8 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
     Raises FileNotFoundError naming the runs that are not finished, ValueError when runs
     disagree on their test items; nothing is written then.
     """
-    from collab_iu.image_cache import load_image_cache
-    from collab_iu.splits import label_ratio_mask
-    from collab_iu.stages import load_prepared, load_splits
-
     layout = dataset_layout(params, dataset, repo_root)
-    exp = params.experiment
+    params = params.for_dataset(layout.name)
     specs = grid_runs(params)
     missing = _missing_runs(layout, specs)
     if missing:
@@ -174,109 +242,7 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
             f"{len(missing)} of {len(specs)} runs of dataset {layout.name!r} are not finished under {layout.runs}: "
             f"{', '.join(missing)}; train them first"
         )
-
-    items, _ = load_prepared(layout)
-    items = items.reset_index(drop=True)
-    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
-    has_image = load_image_cache(layout.cache).rows(items["item_id"]) >= 0
-    is_train = split == "train"
-    position = pd.Index(items["item_id"].astype(str))
-
-    # every run, aligned to the first run's test items
-    loaded: dict[str, tuple] = {}
-    reference_ids: np.ndarray | None = None
-    for spec in specs:
-        scores, ids, metrics, model = _read_run(layout.runs / spec.key)
-        if reference_ids is None:
-            reference_ids, first_key = ids, spec.key
-        scores = _align(scores, ids, reference_ids, spec.key, first_key)
-        loaded[spec.key] = (scores, metrics, model)
-    assert reference_ids is not None
-    expected = set(items["item_id"].astype(str).to_numpy()[(split == "test") & has_image])
-    if set(reference_ids) != expected:
-        raise ValueError(
-            f"the runs were scored on {len(reference_ids)} test items, but the current split has {len(expected)} "
-            f"test items with a cached image ({len(set(reference_ids) - expected)} not among them): "
-            "the runs are stale, retrain them"
-        )
-    test_rows = position.get_indexer(pd.Index(reference_ids))
-    test_labels = items["labels"].iloc[test_rows]
-    n_test = len(test_rows)
-    indices = bootstrap_indices(n_test, exp.bootstrap_resamples, exp.bootstrap_fraction, exp.bootstrap_seed)
-
-    truth: dict[tuple, np.ndarray] = {}
-
-    def ground_truth(vocabulary: list[str]) -> np.ndarray:
-        key = tuple(vocabulary)
-        if key not in truth:
-            truth[key] = label_matrix(test_labels, list(vocabulary))
-        return truth[key]
-
-    def score(y: np.ndarray, scores: np.ndarray) -> tuple[dict, np.ndarray]:
-        return evaluate_scores(y, scores, KS), bootstrap_map(y, scores, indices=indices)
-
-    scored: list[_Scored] = []
-    for spec in specs:
-        scores, metrics, model = loaded[spec.key]
-        m, boot = score(ground_truth(model["vocabulary"]), scores)
-        scored.append(
-            _Scored(
-                spec.method, spec.label_ratio, spec.cf_weight, spec.seed, m, boot,
-                run_key=spec.key, val_map=metrics.get("val_map"), best_epoch=metrics.get("best_epoch"),
-            )
-        )  # fmt: skip
-
-    # reference points, on the vocabulary of the first run (every run shares it)
-    vocabulary = list(loaded[specs[0].key][2]["vocabulary"])
-    y_ref = ground_truth(vocabulary)
-    for ratio in sorted({float(r) for r in exp.label_ratios}):
-        for seed in sorted({int(s) for s in exp.seeds}):
-            rng = np.random.default_rng(seed)
-            random_scores = rng.random((n_test, len(vocabulary)))
-            m, boot = score(y_ref, random_scores)
-            scored.append(_Scored("random", ratio, 0.0, seed, m, boot))
-            kept = label_ratio_mask(items["labels"], is_train, has_image, ratio, seed)
-            frequency = np.zeros(len(vocabulary))
-            if kept.any():
-                frequency = label_matrix(items["labels"][kept], vocabulary).astype(np.float64).mean(axis=0)
-            m, boot = score(y_ref, np.tile(frequency, (n_test, 1)))
-            scored.append(_Scored("popularity", ratio, 0.0, seed, m, boot))
-
-    table, cell_samples = _cells(scored, layout.name)
-    headline = _headline(table)
-    bootstrap = {
-        "resamples": int(exp.bootstrap_resamples),
-        "fraction": float(exp.bootstrap_fraction),
-        "seed": int(exp.bootstrap_seed),
-        "items_per_resample": int(indices.shape[1]),
-        "test": "one set of resamples (without replacement) for every run; paired t-test over resamples "
-        "of the seed-averaged mAP; 95 % percentile interval",
-    }
-    summary = {
-        "dataset": layout.name,
-        "n_test_items": n_test,
-        "n_labels": len(vocabulary),
-        "baseline": BASELINE,
-        "bootstrap": bootstrap,
-        "cells": table.to_dict(orient="records"),
-        "runs": [
-            {
-                "run_key": s.run_key,
-                "method": s.method,
-                "label_ratio": s.label_ratio,
-                "cf_weight": s.cf_weight,
-                "seed": s.seed,
-                "test_map": s.metrics["map"],
-                "val_map": s.val_map,
-                "best_epoch": s.best_epoch,
-            }
-            for s in scored
-            if s.run_key is not None
-        ],
-    }
-    if headline is not None:
-        summary["headline"] = headline
-    summary = _plain(summary)
+    table, summary = evaluate_runs(params, layout, specs, reference_ratios=params.experiment.grid.label_ratios)
     text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
 
     paths = {name: layout.evaluation / file for name, file in OUTPUTS.items()}
@@ -297,6 +263,141 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
     }
     tracking.log_evaluation(params, result, repo_root)  # a W&B run of job type `evaluation`; never raises
     return result
+
+
+def evaluate_runs(
+    params: Params,
+    layout: DatasetLayout,
+    specs: list[RunSpec],
+    test_set: TestSet | None = None,
+    reference_ratios: Iterable[float] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Evaluate finished runs of one dataset: (the cells table, the summary dict with plain JSON values).
+
+    `params` are the dataset's (`Params.for_dataset`); the bootstrap settings come from
+    params.experiment. Reference points are computed at `reference_ratios` (default: the
+    runs' label ratios) for the seeds of the runs at that ratio (every run seed if none ran there).
+    Raises FileNotFoundError for an unfinished run, ValueError when the runs disagree on their
+    test items or are not scored on the current split's test items (`test_set`, default: loaded).
+    """
+    if not specs:
+        raise ValueError(f"no runs of dataset {layout.name!r} to evaluate")
+    missing = _missing_runs(layout, specs)
+    if missing:
+        raise FileNotFoundError(f"runs of dataset {layout.name!r} are not finished under {layout.runs}: {', '.join(missing)}")
+    test_set = test_set or load_test_set(layout)
+    exp = params.experiment
+
+    loaded: dict[str, tuple] = {}
+    for spec in specs:
+        scores, ids, metrics, model = _read_run(layout.runs / spec.key)
+        if loaded:
+            _same_items(ids, loaded[specs[0].key][1], spec.key, specs[0].key)
+        loaded[spec.key] = (scores, ids, metrics, model)
+    stale = _stale_message(loaded[specs[0].key][1], test_set.test_ids)
+    if stale:
+        raise ValueError(f"the runs of dataset {layout.name!r} were {stale}: the runs are stale, retrain them")
+    test_labels = test_set.test_labels
+    n_test = len(test_set.test_ids)
+    indices = bootstrap_indices(n_test, exp.bootstrap_resamples, exp.bootstrap_fraction, exp.bootstrap_seed)
+
+    truth: dict[tuple, np.ndarray] = {}
+
+    def ground_truth(vocabulary: list[str]) -> np.ndarray:
+        key = tuple(vocabulary)
+        if key not in truth:
+            truth[key] = label_matrix(test_labels, list(vocabulary))
+        return truth[key]
+
+    def score(y: np.ndarray, scores: np.ndarray) -> tuple[dict, np.ndarray]:
+        return evaluate_scores(y, scores, KS), bootstrap_map(y, scores, indices=indices)
+
+    scored: list[_Scored] = []
+    for spec in specs:
+        scores, ids, metrics, model = loaded[spec.key]
+        m, boot = score(ground_truth(model["vocabulary"]), _align(scores, ids, test_set.test_ids))
+        scored.append(
+            _Scored(
+                spec.method, spec.label_ratio, spec.cf_weight, spec.seed, m, boot,
+                run_key=spec.key, val_map=metrics.get("val_map"), best_epoch=metrics.get("best_epoch"),
+            )
+        )  # fmt: skip
+
+    # reference points, on the vocabulary of the first run (every run shares it)
+    vocabulary = list(loaded[specs[0].key][3]["vocabulary"])
+    cells = _reference_cells(specs, reference_ratios)
+    scored += _reference_points(test_set, ground_truth(vocabulary), vocabulary, cells, score)
+
+    table, _ = _cells(scored, layout.name)
+    summary = _summary(layout.name, table, scored, n_test, len(vocabulary), exp, indices.shape[1])
+    return table, summary
+
+
+def _reference_cells(specs: list[RunSpec], ratios: Iterable[float] | None) -> list[tuple[float, int]]:
+    """(label ratio, seed) of every reference point: each ratio with the seeds of its runs (all run seeds if none)."""
+    ratios = sorted({float(r) for r in ratios} if ratios is not None else {s.label_ratio for s in specs})
+    every = {s.seed for s in specs}
+    return [(r, seed) for r in ratios for seed in sorted({s.seed for s in specs if s.label_ratio == r} or every)]
+
+
+def _reference_points(
+    test_set: TestSet, y: np.ndarray, vocabulary: list[str], cells: list[tuple[float, int]], score: Callable
+) -> list[_Scored]:
+    """`random` (uniform scores drawn with the seed) and `popularity` (label frequency among the kept labelled items)."""
+    from collab_iu.splits import label_ratio_mask
+
+    items, n_test = test_set.items, len(y)
+    out = []
+    for ratio, seed in cells:
+        rng = np.random.default_rng(seed)
+        m, boot = score(y, rng.random((n_test, len(vocabulary))))
+        out.append(_Scored("random", ratio, 0.0, seed, m, boot))
+        kept = label_ratio_mask(items["labels"], test_set.is_train, test_set.has_image, ratio, seed)
+        frequency = np.zeros(len(vocabulary))
+        if kept.any():
+            frequency = label_matrix(items["labels"][kept], vocabulary).astype(np.float64).mean(axis=0)
+        m, boot = score(y, np.tile(frequency, (n_test, 1)))
+        out.append(_Scored("popularity", ratio, 0.0, seed, m, boot))
+    return out
+
+
+def _summary(
+    dataset: str, table: pd.DataFrame, scored: list[_Scored], n_test: int, n_labels: int, exp: ExperimentParams, per_resample: int
+) -> dict:
+    """What summary.json holds (plain JSON values)."""
+    summary = {
+        "dataset": dataset,
+        "n_test_items": n_test,
+        "n_labels": n_labels,
+        "baseline": BASELINE,
+        "bootstrap": {
+            "resamples": int(exp.bootstrap_resamples),
+            "fraction": float(exp.bootstrap_fraction),
+            "seed": int(exp.bootstrap_seed),
+            "items_per_resample": int(per_resample),
+            "test": "one set of resamples (without replacement) for every run; paired t-test over resamples "
+            "of the seed-averaged mAP; 95 % percentile interval",
+        },
+        "cells": table.to_dict(orient="records"),
+        "runs": [
+            {
+                "run_key": s.run_key,
+                "method": s.method,
+                "label_ratio": s.label_ratio,
+                "cf_weight": s.cf_weight,
+                "seed": s.seed,
+                "test_map": s.metrics["map"],
+                "val_map": s.val_map,
+                "best_epoch": s.best_epoch,
+            }
+            for s in scored
+            if s.run_key is not None
+        ],
+    }
+    headline = _headline(table)
+    if headline is not None:
+        summary["headline"] = headline
+    return _plain(summary)
 
 
 def _cells(scored: list[_Scored], dataset: str) -> tuple[pd.DataFrame, dict]:
@@ -429,7 +530,7 @@ def _markdown(table: pd.DataFrame, summary: dict) -> str:
     )
     lines.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for _, r in table.iterrows():
-        cf = f"{r['cf_weight']:g}" if r["method"] in ("with_cf", "cf_pretrain") else "-"
+        cf = f"{r['cf_weight']:g}" if uses_cf(r["method"]) else "-"
         lines.append(
             f"| {r['method']} | {r['label_ratio']:g} | {cf} | {r['n_seeds']} | "
             f"{_num(r['map_mean'])} ± {_num(r['map_std'])} [{_num(r['map_ci_low'])}, {_num(r['map_ci_high'])}] | "
@@ -448,7 +549,7 @@ def format_table(df: pd.DataFrame) -> str:
             (
                 str(r["method"]),
                 f"{r['label_ratio']:g}",
-                f"{r['cf_weight']:g}" if r["method"] in ("with_cf", "cf_pretrain") else "-",
+                f"{r['cf_weight']:g}" if uses_cf(r["method"]) else "-",
                 str(r["n_seeds"]),
                 _num(r["map_mean"]),
                 _num(r["map_std"]),
@@ -483,7 +584,7 @@ def _figure(width: float = 7.0, height: float = 4.5):
 
 def series_name(method: str, cf_weight: float) -> str:
     """The column of a method (and cf weight) in map_vs_label_ratio.csv, e.g. `with_cf_w2`."""
-    return f"{method}_w{cf_weight:g}" if method in ("with_cf", "cf_pretrain") else method
+    return f"{method}_w{cf_weight:g}" if uses_cf(method) else method
 
 
 def plot_series(table: pd.DataFrame) -> pd.DataFrame:
@@ -493,7 +594,7 @@ def plot_series(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(method: str, cf_weight: float, weights: set[float]) -> str:
-    if method in ("with_cf", "cf_pretrain") and len(weights) > 1:
+    if uses_cf(method) and len(weights) > 1:
         return f"{method} (w={cf_weight:g})"
     return method
 
@@ -501,7 +602,13 @@ def _label(method: str, cf_weight: float, weights: set[float]) -> str:
 def _plot_map(table: pd.DataFrame, dest: Path) -> None:
     """mAP vs label ratio: a line per method / cf weight (error bars = std over seeds), reference points dashed."""
     fig = _figure()
-    ax = fig.add_subplot(1, 1, 1)
+    draw_map_vs_label_ratio(fig.add_subplot(1, 1, 1), table)
+    fig.tight_layout()
+    fig.savefig(dest, format="png")
+
+
+def draw_map_vs_label_ratio(ax, table: pd.DataFrame, title: str | None = None) -> None:
+    """Draw one dataset's cells on `ax`: mAP vs label ratio per method / cf weight, reference points dashed."""
     trained = table[~table["method"].isin(REFERENCE_METHODS)]
     weights = set(trained.loc[trained["method"] != BASELINE, "cf_weight"])
     for (method, weight), cell in trained.groupby(["method", "cf_weight"], sort=False):
@@ -513,7 +620,7 @@ def _plot_map(table: pd.DataFrame, dest: Path) -> None:
     for method, style in zip(REFERENCE_METHODS, ("--", ":")):
         cell = table[table["method"] == method].sort_values("label_ratio")
         if len(cell):
-            ax.plot(cell["label_ratio"], cell["map_mean"], linestyle=style, color="grey", label=method)
+            ax.plot(cell["label_ratio"], cell["map_mean"], linestyle=style, marker="x", color="grey", label=method)
     ratios = sorted(set(table["label_ratio"]))
     if len(ratios) > 1 and min(ratios) > 0:
         ax.set_xscale("log")
@@ -522,11 +629,11 @@ def _plot_map(table: pd.DataFrame, dest: Path) -> None:
     ax.minorticks_off()
     ax.set_xlabel("label ratio (share of training items with labels)")
     ax.set_ylabel("test mAP (mean over seeds ± std)")
-    ax.set_title(f"{table['dataset'].iloc[0]}: mAP vs label ratio" if len(table) else "mAP vs label ratio")
+    if title is None:
+        title = f"{table['dataset'].iloc[0]}: mAP vs label ratio" if len(table) else "mAP vs label ratio"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(dest, format="png")
 
 
 def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:

@@ -57,3 +57,9 @@ def dataset_layout(params: Params, dataset: str | None = None, repo_root: Path |
     if not root.is_absolute() and repo_root is not None:
         root = repo_root / root
     return DatasetLayout(root=root, name=name)
+
+
+def paper_report_dir(params: Params, repo_root: Path | None = None) -> Path:
+    """Where the paper's tables and figures over every dataset go: `<data.root>/paper_report/`."""
+    root = Path(params.data.root)
+    return (repo_root / root if not root.is_absolute() and repo_root is not None else root) / "paper_report"

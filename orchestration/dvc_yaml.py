@@ -35,6 +35,7 @@ CODE = {  # the core modules each asset runs (beside _COMMON)
         "collab_iu/loss_based.py", "collab_iu/positives.py",
     ],  # fmt: skip
     "evaluation": ["collab_iu/evaluate.py", "collab_iu/metrics.py", "collab_iu/stats.py"],
+    "paper_report": ["collab_iu/paper_report.py", "collab_iu/evaluate.py", "collab_iu/metrics.py", "collab_iu/stats.py"],
 }
 EVALUATION_PARAMS = [
     "experiment.family", "experiment.methods", "experiment.label_ratios", "experiment.cf_weights",
@@ -70,8 +71,10 @@ def build_dvc_yaml(params: Params) -> dict:
         dataset_params = params.for_dataset(name)
         runs = [spec.key for spec in grid_runs(dataset_params)]
         # a dataset's preset and overrides may change any group it reads
-        own = [f"data.datasets.{name}"] + ([f"presets.{source.preset}"] if source.preset else [])
-        prepare_params = [*own, "prepare", "split.min_items_per_label"]
+        own = []
+        if source.preset or source.overrides:
+            own = [f"data.datasets.{name}"] + ([f"presets.{source.preset}"] if source.preset else [])
+        prepare_params = [*dict.fromkeys([f"data.datasets.{name}", *own]), "prepare", "split.min_items_per_label"]
         prepare_reads: list[str] = []
         prepare_outs = [_data(name, "prepared")]
         if source.source == "synthetic":
@@ -125,6 +128,16 @@ def build_dvc_yaml(params: Params) -> dict:
             f"{evaluation}/{OUTPUTS['map_plot']}",
             f"{evaluation}/{OUTPUTS['improvement_plot']}",
         ]
+    # every finished run of every dataset (any family), so the directory of runs is the dependency
+    stages["paper-report"] = {
+        "cmd": "collab-iu materialize paper_report",
+        "deps": _code("paper_report")
+        + [_data(name, d) for name in params.data.datasets for d in ("prepared", "split", "cache", "runs")],
+        "params": ["data.datasets", "presets", "experiment.bootstrap_resamples", "experiment.bootstrap_fraction",
+                   "experiment.bootstrap_seed"],
+        "outs": ["data/paper_report"],
+    }  # fmt: skip
+    plots += ["data/paper_report/map_vs_label_ratio.png", "data/paper_report/map_vs_cf_weight.png"]
     return {"stages": stages, "metrics": metrics, "plots": plots}
 
 

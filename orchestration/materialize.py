@@ -12,7 +12,8 @@ from orchestration.defs.partitions import model_partition_key
 from orchestration.errors import MaterializeError
 from orchestration.pipeline import DATA_ASSETS
 
-ASSETS = (*DATA_ASSETS, "trained_model", "evaluation")
+ASSETS = (*DATA_ASSETS, "trained_model", "evaluation", "paper_report")
+UNPARTITIONED = ("paper_report",)
 
 
 def _definitions() -> dg.Definitions:
@@ -22,8 +23,11 @@ def _definitions() -> dg.Definitions:
     return build_definitions()
 
 
-def materialize(asset_names: list[str], partition_key: str, log_level: str = "WARNING") -> dg.ExecuteInProcessResult:
-    """Materialise `asset_names` (and their checks) for one partition in the persistent instance.
+def materialize(
+    asset_names: list[str], partition_key: str | None, log_level: str = "WARNING"
+) -> dg.ExecuteInProcessResult:
+    """Materialise `asset_names` (and their checks) for one partition (None: unpartitioned assets) in the
+    persistent instance.
 
     The assets' config defaults are the params the definitions loaded (see project.use_params).
     """
@@ -45,7 +49,7 @@ def materialize(asset_names: list[str], partition_key: str, log_level: str = "WA
     return result
 
 
-def _raise_on_failure(result: dg.ExecuteInProcessResult, asset_names: list[str], partition_key: str) -> None:
+def _raise_on_failure(result: dg.ExecuteInProcessResult, asset_names: list[str], partition_key: str | None) -> None:
     failed_checks = [
         f"{e.asset_check_evaluation_data.asset_key.to_user_string()}.{e.asset_check_evaluation_data.check_name}: "
         f"{e.asset_check_evaluation_data.description}"
@@ -59,7 +63,8 @@ def _raise_on_failure(result: dg.ExecuteInProcessResult, asset_names: list[str],
         for e in result.all_events
         if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.error is not None
     ]
-    lines = [f"materialising {', '.join(asset_names)} [{partition_key}] failed (Dagster run {result.run_id})"]
+    where = f" [{partition_key}]" if partition_key is not None else ""
+    lines = [f"materialising {', '.join(asset_names)}{where} failed (Dagster run {result.run_id})"]
     lines += [f"  blocking check failed: {c}" for c in failed_checks]
     lines += [f"  {e}" for e in errors]
     raise MaterializeError("\n".join(lines))

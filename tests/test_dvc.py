@@ -73,10 +73,13 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     dvc = str(BIN / "dvc")
     first = _run([dvc, "repro"], repo)
     stages = _stages_run(first.stdout)
-    assert {"prepare-synthetic", "split-synthetic", "cf-synthetic", "cache-synthetic", "evaluate-synthetic"} <= stages
+    assert {
+        "prepare-synthetic", "split-synthetic", "cf-synthetic", "cache-synthetic", "evaluate-synthetic", "paper-report"
+    } <= stages  # fmt: skip
     assert len([s for s in stages if s.startswith("train-synthetic@")]) == 2
     assert "up to date" in _run([dvc, "status"], repo).stdout
     assert (repo / "data/synthetic/evaluation/summary.json").is_file()
+    assert (repo / "data/paper_report/main_table.md").is_file()
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "repro"], repo)
 
@@ -86,7 +89,9 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = _run([dvc, "repro"], repo)
     rerun = _stages_run(second.stdout)
-    assert rerun == {"cf-synthetic", *(s for s in stages if s.startswith("train-synthetic@")), "evaluate-synthetic"}
+    assert rerun == {
+        "cf-synthetic", *(s for s in stages if s.startswith("train-synthetic@")), "evaluate-synthetic", "paper-report"
+    }  # fmt: skip
     for cached in ("prepare-synthetic", "split-synthetic", "cache-synthetic"):
         assert f"Stage '{cached}' didn't change, skipping" in second.stdout
     assert "up to date" in _run([dvc, "status"], repo).stdout

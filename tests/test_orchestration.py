@@ -57,7 +57,8 @@ def test_asset_graph(project):
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"catalogue", "splits", "cf_embeddings", "image_cache", "trained_model", "evaluation"}
+    assert keys == {"catalogue", "splits", "cf_embeddings", "image_cache", "trained_model", "evaluation", "paper_report"}
+    assert graph.get(dg.AssetKey("paper_report")).partitions_def is None
     model = graph.get(dg.AssetKey("trained_model"))
     runs = [spec.key for spec in grid_runs(load_params(project / "params.yaml"))]
     assert sorted(model.partitions_def.get_partition_keys()) == sorted(model_partition_key("synthetic", r) for r in runs)
@@ -66,6 +67,7 @@ def test_asset_graph(project):
     assert checks == {
         "catalogue_consistent", "no_item_in_two_splits", "every_label_in_train_and_test",
         "cf_vectors_finite_and_aligned", "image_cache_complete", "evaluation_covers_grid",
+        "paper_report_covers_evaluations",
     }  # fmt: skip
 
 
@@ -89,6 +91,11 @@ def test_whole_graph_materialises_and_checks_pass(project):
     meta = evaluation.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
     assert meta["map_vs_label_ratio"].value.startswith("![mAP vs label ratio](data:image/png;base64,")
     assert "| with_cf |" in meta["results"].value
+    report = _materialize(defs, ["paper_report"], None)
+    assert report.success and _checks(report) == {"paper_report_covers_evaluations": True}
+    meta = report.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
+    assert meta["datasets"].value == "synthetic" and "| with_cf |" in meta["main_table"].value
+    assert (project / "data/paper_report/main_table.csv").is_file()
 
 
 def test_corrupted_catalogue_fails_its_blocking_check(project, monkeypatch):

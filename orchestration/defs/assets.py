@@ -2,7 +2,7 @@ r"""The pipeline as software-defined assets. Each asset resolves its partition a
 calls one core function, and returns metadata; the core writes the documented files.
 
     catalogue -> splits -> cf_embeddings --\
-             \-> image_cache ---------------+-> trained_model (dataset x run key) -> evaluation
+             \-> image_cache ---------------+-> trained_model (dataset x run key) -> evaluation -> paper_report
 """
 
 # no `from __future__ import annotations`: Dagster reads the (generated) Config classes from the signatures
@@ -13,7 +13,8 @@ import dagster as dg
 
 from collab_iu.evaluate import run_evaluation
 from collab_iu.experiment import train_run
-from collab_iu.layout import dataset_layout
+from collab_iu.layout import dataset_layout, paper_report_dir
+from collab_iu.paper_report import build_paper_report
 from collab_iu.params import Params
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
 from collab_iu.train import resolve_device
@@ -28,7 +29,7 @@ GPU_POOL = "gpu"  # one training step on the GPU at a time (limit set in .dagste
 
 
 def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
-    """The six assets, their configs and partitions built from `params` (params.yaml)."""
+    """The seven assets, their configs and partitions built from `params` (params.yaml)."""
     datasets = dataset_partitions(params)
     runs = run_partitions(params)
     CatalogueConfig = asset_config("catalogue", params)
@@ -37,6 +38,7 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
     CacheConfig = asset_config("image_cache", params)
     ModelConfig = asset_config("trained_model", params)
     EvaluationConfig = asset_config("evaluation", params)
+    ReportConfig = asset_config("paper_report", params)
 
     @dg.asset(partitions_def=datasets, group_name="data", kinds={"parquet"})
     def catalogue(context: dg.AssetExecutionContext, config: CatalogueConfig) -> dg.MaterializeResult:
@@ -142,5 +144,21 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
             metadata |= {f"headline_{k}": v for k, v in result["headline"].items() if v is not None}
         return dg.MaterializeResult(metadata=metadata)
 
-    assets = [catalogue, splits, cf_embeddings, image_cache, trained_model, evaluation]
+    @dg.asset(group_name="evaluation", deps=[evaluation], kinds={"pandas"})
+    def paper_report(config: ReportConfig) -> dg.MaterializeResult:
+        """The paper's tables and figures over every finished run of every dataset: data/paper_report/."""
+        run_params = params_with(project_params(), config)
+        result = build_paper_report(run_params, paper_report_dir(run_params, repo_root()), None, repo_root())
+        paths = result["paths"]
+        return dg.MaterializeResult(
+            metadata={
+                "datasets": ", ".join(result["datasets"]),
+                "skipped": dg.MetadataValue.json(result["skipped"]),
+                "main_table": dg.MetadataValue.md(paths["main_table_md"].read_text()),
+                "map_vs_label_ratio": png_markdown(paths["map_vs_label_ratio_png"], "mAP vs label ratio"),
+                "map_vs_cf_weight": png_markdown(paths["map_vs_cf_weight_png"], "mAP vs cf weight"),
+            }
+        )
+
+    assets = [catalogue, splits, cf_embeddings, image_cache, trained_model, evaluation, paper_report]
     return assets, {"datasets": datasets, "runs": runs}

@@ -10,7 +10,7 @@ import pandas as pd
 
 from collab_iu.grid import grid_runs
 from collab_iu.image_cache import load_image_cache
-from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.layout import DatasetLayout, dataset_layout, paper_report_dir
 from collab_iu.stages import load_prepared, load_splits, read_report
 from orchestration.defs.project import project_params, repo_root
 
@@ -122,7 +122,23 @@ def build_checks(assets: dict[str, dg.AssetsDefinition], datasets: dg.Partitions
         problems = [f"no result for runs: {', '.join(missing)}"] if missing else []
         return _result(problems, runs=len(evaluated))
 
+    @dg.asset_check(asset=assets["paper_report"], blocking=True)
+    def paper_report_covers_evaluations() -> dg.AssetCheckResult:
+        """Every run of every dataset's evaluation is in the paper's tables."""
+        params = project_params()
+        report = json.loads((paper_report_dir(params, repo_root()) / "report.json").read_text())
+        problems = []
+        for name in params.data.datasets:
+            summary_path = dataset_layout(params, name, repo_root()).evaluation / "summary.json"
+            if not summary_path.exists():
+                continue
+            evaluated = {run["run_key"] for run in json.loads(summary_path.read_text())["runs"]}
+            reported = set(report["details"].get(name, {}).get("runs", []))
+            if evaluated - reported:
+                problems.append(f"{name}: runs evaluated but not in the report: {', '.join(sorted(evaluated - reported))}")
+        return _result(problems, datasets=", ".join(report["datasets"]))
+
     return [
         catalogue_consistent, no_item_in_two_splits, every_label_in_train_and_test,
-        cf_vectors_finite_and_aligned, image_cache_complete, evaluation_covers_grid,
+        cf_vectors_finite_and_aligned, image_cache_complete, evaluation_covers_grid, paper_report_covers_evaluations,
     ]  # fmt: skip

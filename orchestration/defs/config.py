@@ -23,6 +23,7 @@ ASSET_GROUPS: dict[str, tuple[str, ...]] = {
     "image_cache": ("cache",),
     "trained_model": ("train", "augment", "experiment"),
     "evaluation": ("experiment",),
+    "paper_report": ("experiment",),
 }
 
 
