@@ -104,13 +104,15 @@ STATUS = "query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { s
 def test_ui_shows_the_graph_and_materialises_the_default_dataset(dagster_dev):
     port, project, log = dagster_dev
     nodes = {"/".join(n["assetKey"]["path"]): n for n in _graphql(port, ASSET_GRAPH)["assetNodes"]}
-    assert set(nodes) == {*DATA_ASSETS, "trained_model", "evaluation"}
+    assert set(nodes) == {*DATA_ASSETS, "trained_model", "evaluation", "paper_report"}
     dims = {name: {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]} for name, node in nodes.items()}
     for name in [*DATA_ASSETS, "evaluation"]:
         assert list(dims[name].values()) == [["synthetic"]], name
     assert dims["trained_model"]["dataset"] == ["synthetic"]
     assert "with_cf-r0.3-w2-s1" in dims["trained_model"]["run"] and len(dims["trained_model"]["run"]) == 8
     assert ["trained_model"] in [d["path"] for d in nodes["evaluation"]["dependencyKeys"]]
+    assert [d["path"] for d in nodes["paper_report"]["dependencyKeys"]] == [["evaluation"]]
+    assert dims["paper_report"] == {}  # unpartitioned: every dataset at once
 
     repo = _graphql(port, LOCATION)["repositoriesOrError"]["nodes"][0]
     params = {

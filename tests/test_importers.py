@@ -268,6 +268,18 @@ def test_pinterest(tmp_path):
     assert_canonical(out)
 
 
+def test_pinterest_gzipped_as_distributed(tmp_path):
+    src, plain, gz = tmp_path / "pinterest", tmp_path / "plain", tmp_path / "gz"
+    make_pinterest(src)
+    run_import("pinterest", src, plain, ImportParams())
+    for name in ("ImageDatasetRepinactivity", "ImageDatasetImagesURLs"):
+        (src / f"{name}.gz").write_bytes(gzip.compress((src / name).read_bytes()))
+        (src / name).unlink()
+    report = run_import("pinterest", src, gz, ImportParams())
+    assert sorted(report["files"]) == ["ImageCategoryID.txt", "ImageDatasetImagesURLs.gz", "ImageDatasetRepinactivity.gz"]
+    assert catalogue(gz) == catalogue(plain) and rows(gz) == rows(plain)
+
+
 def test_pinterest_threshold_is_an_option(tmp_path):
     src, out = tmp_path / "pinterest", tmp_path / "out"
     make_pinterest(src)

@@ -1,9 +1,9 @@
 """Pinterest (Zhong et al., social-curation repins) -> a canonical catalogue.
 
 `source` holds:
-- `ImageDatasetRepinactivity` (or `.txt`): `pin_id|user_id|category_id|board_id` per repin;
+- `ImageDatasetRepinactivity` (or `.txt`, or `.gz` as distributed): `pin_id|user_id|category_id|board_id` per repin;
 - `ImageCategoryID.txt` (or no suffix): `name|category_id`;
-- `ImageDatasetImagesURLs` (or `.txt`), optional: `pin_id|url`.
+- `ImageDatasetImagesURLs` (or `.txt`, `.gz`), optional: `pin_id|url`.
 
 Rules, in this order:
 1. repin lines whose category id is not in the category file are dropped;
@@ -32,9 +32,9 @@ from collab_iu.importers.common import (
 )
 from collab_iu.params import ImportParams
 
-REPINS = ("ImageDatasetRepinactivity", "ImageDatasetRepinactivity.txt")
+REPINS = ("ImageDatasetRepinactivity", "ImageDatasetRepinactivity.txt", "ImageDatasetRepinactivity.gz")
 CATEGORIES = ("ImageCategoryID.txt", "ImageCategoryID")
-URLS = ("ImageDatasetImagesURLs", "ImageDatasetImagesURLs.txt")
+URLS = ("ImageDatasetImagesURLs", "ImageDatasetImagesURLs.txt", "ImageDatasetImagesURLs.gz")
 
 
 def _first(source: Path, names: tuple[str, ...]) -> Path | None:
