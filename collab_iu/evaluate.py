@@ -397,7 +397,7 @@ def _summary(
     headline = _headline(table)
     if headline is not None:
         summary["headline"] = headline
-    return _plain(summary)
+    return plain_json(summary)
 
 
 def _cells(scored: list[_Scored], dataset: str) -> tuple[pd.DataFrame, dict]:
@@ -469,12 +469,12 @@ def _headline(table: pd.DataFrame) -> dict | None:
     }
 
 
-def _plain(value):
+def plain_json(value):
     """Plain JSON values: numpy scalars to Python, NaN and infinities to None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -572,7 +572,7 @@ def format_table(df: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------- plots
 
 
-def _figure(width: float = 7.0, height: float = 4.5):
+def new_figure(width: float = 7.0, height: float = 4.5):
     """A matplotlib Figure on the Agg canvas (no pyplot, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -601,7 +601,7 @@ def _label(method: str, cf_weight: float, weights: set[float]) -> str:
 
 def _plot_map(table: pd.DataFrame, dest: Path) -> None:
     """mAP vs label ratio: a line per method / cf weight (error bars = std over seeds), reference points dashed."""
-    fig = _figure()
+    fig = new_figure()
     draw_map_vs_label_ratio(fig.add_subplot(1, 1, 1), table)
     fig.tight_layout()
     fig.savefig(dest, format="png")
@@ -638,7 +638,7 @@ def draw_map_vs_label_ratio(ax, table: pd.DataFrame, title: str | None = None) -
 
 def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
     """Relative improvement over image_only per label ratio: a bar per method / cf weight, significance marked."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     compared = table[~table["method"].isin((BASELINE, *REFERENCE_METHODS)) & table["improvement"].notna()]
     if compared.empty:

@@ -40,8 +40,8 @@ from collab_iu.evaluate import (
     BASELINE,
     METHOD_ORDER,
     TestSet,
-    _figure,
-    _plain,
+    new_figure,
+    plain_json,
     check_run,
     draw_map_vs_label_ratio,
     evaluate_runs,
@@ -209,7 +209,7 @@ def build_paper_report(
 
 def _report(evaluated: list[_Evaluated], skipped: list[dict], paths: dict[str, Path]) -> dict:
     """What report.json holds (plain JSON values)."""
-    return _plain(
+    return plain_json(
         {
             "datasets": [e.name for e in evaluated],
             "details": {
@@ -350,7 +350,7 @@ def weight_series(evaluated: list[_Evaluated]) -> pd.DataFrame:
 
 
 def _panels(n: int):
-    fig = _figure(width=1.0 + 4.8 * n, height=4.2)
+    fig = new_figure(width=1.0 + 4.8 * n, height=4.2)
     return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
 
 

@@ -306,9 +306,9 @@ def log_cf(params: Params, report: dict, repo_root: Path | None = None) -> None:
 
 def _bar_plot(rows: list[list]) -> np.ndarray:
     """A grouped bar chart (metric: cf vs popularity) as an RGB array."""
-    from collab_iu.evaluate import _figure
+    from collab_iu.evaluate import new_figure
 
-    fig = _figure(6.0, 3.5)
+    fig = new_figure(6.0, 3.5)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r[1] or 0 for r in rows], 0.4, label="cf")
