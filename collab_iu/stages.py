@@ -100,6 +100,12 @@ def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | No
         report["generated"] = generate_synthetic(params.synthetic, layout.raw)
     elif source in IMPORTED_SOURCES:
         report["imported"] = import_dataset(params, layout.name, repo_root)
+        kept = report["imported"]["kept"]
+        if not kept["images"] and kept.get("image_urls"):
+            raise FileNotFoundError(
+                f"dataset {layout.name!r} has no images yet, only {kept['image_urls']} image URLs: "
+                f"run `collab-iu fetch-images --dataset {layout.name}` first"
+            )
     folder = source_folder(params, layout, repo_root)
     validated = validate_dataset(folder, params.prepare, params.split.min_items_per_label)
     with atomic_dir(layout.prepared) as tmp:

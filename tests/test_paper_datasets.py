@@ -139,6 +139,8 @@ def test_pinterest_import_fetch_images_then_prepare(project, capsys):
         assert "collab-iu fetch-images --dataset pins" in capsys.readouterr().out
         raw = project / "data/pins/raw"
         assert pd.read_parquet(raw / "items.parquet")["image"].isna().all()
+        assert main(["prepare"]) == 2
+        assert "run `collab-iu fetch-images --dataset pins` first" in capsys.readouterr().err
         assert main(["fetch-images", "--dataset", "pins", "--backoff", "0.01", "--strict"]) == 1  # 6 are 404
         fetched = json.loads((raw / "fetch_report.json").read_text())
         assert (fetched["downloaded"], fetched["failed"]) == (54, 6)

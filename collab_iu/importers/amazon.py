@@ -38,6 +38,7 @@ from collab_iu.importers.common import (
     RawFormatError,
     count,
     drop_unsafe_ids,
+    interaction_table,
     open_text,
     read_delimited,
 )
@@ -271,14 +272,7 @@ def read_amazon(source: Path, options: ImportParams) -> Catalogue:
     count(dropped, f"top-level labels removed (< {options.min_label_items} items)", removed)
 
     items = pd.DataFrame({"item_id": item_ids, "labels": [sorted(labs) for labs in labels]})
-    interactions = pd.DataFrame(
-        {
-            "user_id": core["user"].astype("str"),
-            "item_id": core["item"].astype("str"),
-            "weight": core["rating"].astype("float64"),
-            "timestamp": core["timestamp"].astype("int64"),
-        }
-    ).reset_index(drop=True)
+    interactions = interaction_table(core["user"], core["item"], core["rating"], core["timestamp"])
     with_url = [i for i in item_ids if i in meta and meta[i]["url"]]
     urls = pd.DataFrame({"item_id": with_url, "url": [meta[i]["url"] for i in with_url]})
     notes = {

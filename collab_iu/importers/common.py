@@ -61,6 +61,18 @@ def count(dropped: dict[str, int], reason: str, n: int) -> None:
 # item ids become file names
 
 
+def interaction_table(users, items, weights, timestamps=None) -> pd.DataFrame:
+    """The canonical interactions: string user and item ids, float weights, optional int64 timestamps."""
+    columns = {
+        "user_id": pd.Series(users).astype("str").to_numpy(),
+        "item_id": pd.Series(items).astype("str").to_numpy(),
+        "weight": pd.Series(weights).astype("float64").to_numpy(),
+    }
+    if timestamps is not None:
+        columns["timestamp"] = pd.Series(timestamps).astype("int64").to_numpy()
+    return pd.DataFrame(columns)
+
+
 def is_safe_id(item_id: str) -> bool:
     """Whether `item_id` can name a file inside the images folder."""
     return bool(item_id) and not any(c in item_id for c in "/\\\0") and not item_id.startswith(".")

@@ -27,6 +27,7 @@ from collab_iu.importers.common import (
     Column,
     RawFormatError,
     count,
+    interaction_table,
     numbered_lines,
     read_delimited,
     read_text,
@@ -154,14 +155,7 @@ def read_movielens(source: Path, options: ImportParams) -> Catalogue:
     ratings = ratings[~ratings["movie"].isin(rare)]
 
     items = pd.DataFrame({"item_id": movies["movie"].astype("str").to_numpy(), "labels": movies["labels"].to_list()})
-    interactions = pd.DataFrame(
-        {
-            "user_id": ratings["user"].astype("str"),
-            "item_id": ratings["movie"].astype("str"),
-            "weight": ratings["rating"].astype("float64"),
-            "timestamp": ratings["timestamp"].astype("int64"),
-        }
-    ).reset_index(drop=True)
+    interactions = interaction_table(ratings["user"], ratings["movie"], ratings["rating"], ratings["timestamp"])
     notes = {
         "layout": layout,
         "movies without genres (kept unlabelled)": int(sum(not gs for gs in items["labels"])),

@@ -26,6 +26,7 @@ from collab_iu.importers.common import (
     RawFormatError,
     count,
     drop_unsafe_ids,
+    interaction_table,
     numbered_lines,
     read_delimited,
     read_text,
@@ -108,13 +109,7 @@ def read_pinterest(source: Path, options: ImportParams) -> Catalogue:
     ).reset_index(drop=True)
 
     pairs = repins.groupby(["user", "pin"]).size()
-    interactions = pd.DataFrame(
-        {
-            "user_id": pairs.index.get_level_values("user").astype("str"),
-            "item_id": pairs.index.get_level_values("pin").astype("str"),
-            "weight": pairs.to_numpy().astype("float64"),
-        }
-    )
+    interactions = interaction_table(pairs.index.get_level_values("user"), pairs.index.get_level_values("pin"), pairs)
 
     urls = None
     if len(files) > 2:
