@@ -622,7 +622,7 @@ def draw_map_vs_label_ratio(ax, table: pd.DataFrame, title: str | None = None) -
         if len(cell):
             ax.plot(cell["label_ratio"], cell["map_mean"], linestyle=style, marker="x", color="grey", label=method)
     ratios = sorted(set(table["label_ratio"]))
-    if len(ratios) > 1 and min(ratios) > 0:
+    if 1 < len(ratios) <= 5 and min(ratios) > 0:  # few, spread-out ratios (0.05, 0.2, 1); many would crowd
         ax.set_xscale("log")
     ax.set_xticks(ratios)
     ax.set_xticklabels([f"{r:g}" for r in ratios])

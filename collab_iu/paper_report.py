@@ -354,11 +354,17 @@ def _panels(n: int):
     return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
 
 
+def _lines(table: pd.DataFrame) -> pd.DataFrame:
+    """The cells of the series run at 2+ label ratios (single points, e.g. a cf-weight sweep, are in the other figure)."""
+    counts = table.groupby(["method", "cf_weight"])["label_ratio"].transform("nunique")
+    return table[counts >= 2] if (counts >= 2).any() else table
+
+
 def _plot_ratio_panels(evaluated: list[_Evaluated], dest: Path) -> None:
     """mAP vs label ratio, a panel per dataset."""
     fig, axes = _panels(len(evaluated))
     for ax, e in zip(axes, evaluated):
-        draw_map_vs_label_ratio(ax, e.table, title=e.name)
+        draw_map_vs_label_ratio(ax, _lines(e.table), title=e.name)
     fig.tight_layout()
     fig.savefig(dest, format="png")
 
