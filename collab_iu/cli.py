@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_materialize)
 
-    p = sub.add_parser("train", help="train the grid of params.experiment (or one run) into data/<dataset>/runs/")
+    p = sub.add_parser("train", help="train the grid of experiment.family (or one run) into data/<dataset>/runs/")
     p.add_argument("--run", metavar="RUN_KEY", help="one run, e.g. with_cf-r0.05-w1-s0 (default: the whole grid)")
     _common(p)
     p.set_defaults(func=cmd_train)
