@@ -39,6 +39,21 @@ def tiny_params_tree(root: Path, **groups) -> dict:
     return tree
 
 
+def held_out_items(layout) -> tuple:
+    """(test item ids with a cached image, in item order; their labels; the training items' vocabulary),
+    computed from the written split and cache, independently of the evaluation code."""
+    from collab_iu.dataset import label_vocabulary
+    from collab_iu.image_cache import load_image_cache
+    from collab_iu.stages import load_prepared, load_splits
+
+    items, _ = load_prepared(layout)
+    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
+    has_image = load_image_cache(layout.cache).rows(items["item_id"]) >= 0
+    test = (split == "test") & has_image
+    vocabulary = label_vocabulary(items.loc[(split == "train") & has_image, "labels"])
+    return items["item_id"].astype(str).to_numpy()[test], items["labels"][test].reset_index(drop=True), vocabulary
+
+
 def read_items(folder: Path) -> pd.DataFrame:
     return pd.read_parquet(folder / "items.parquet")
 

@@ -9,17 +9,16 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import tiny_params_tree
+from helpers import held_out_items, tiny_params_tree
 from sklearn.metrics import average_precision_score
 
-from collab_iu.dataset import label_matrix, label_vocabulary
+from collab_iu.dataset import label_matrix
 from collab_iu.evaluate import CELL_COLUMNS, OUTPUTS, format_table, run_evaluation
 from collab_iu.grid import grid_runs
-from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import dataset_layout
 from collab_iu.metrics import evaluate_scores
 from collab_iu.params import params_from_dict
-from collab_iu.stages import load_prepared, load_splits, run_cache, run_cf, run_prepare, run_split
+from collab_iu.stages import load_prepared, run_cache, run_cf, run_prepare, run_split
 
 EXPERIMENT = {
     "methods": ["image_only", "with_cf"],
@@ -36,18 +35,8 @@ def _params(root, **experiment):
     return params_from_dict(tiny_params_tree(root, experiment=EXPERIMENT | experiment))
 
 
-def _test_set(layout):
-    """(test item ids in the cache, labels Series, vocabulary of the training items with images)."""
-    items, _ = load_prepared(layout)
-    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
-    has_image = load_image_cache(layout.cache).rows(items["item_id"]) >= 0
-    test = np.flatnonzero((split == "test") & has_image)
-    vocabulary = label_vocabulary(items.loc[(split == "train") & has_image, "labels"])
-    return items["item_id"].to_numpy()[test], items["labels"].iloc[test].reset_index(drop=True), vocabulary
-
-
 def _write_fake_runs(params, layout):
-    ids, labels, vocabulary = _test_set(layout)
+    ids, labels, vocabulary = held_out_items(layout)
     y = label_matrix(labels, vocabulary)
     for spec in grid_runs(params):
         rng = np.random.default_rng(zlib.crc32(spec.key.encode()))  # deterministic per run
@@ -154,7 +143,7 @@ def test_results_csv_has_one_row_per_cell(evaluated):
 def test_summary_is_strict_json_with_headline(evaluated):
     _, layout, result = evaluated
     summary = _strict_json((layout.evaluation / "summary.json").read_text())
-    ids, _, _ = _test_set(layout)
+    ids, _, _ = held_out_items(layout)
     assert summary["dataset"] == "synthetic"
     assert summary["n_test_items"] == len(ids)
     assert summary["bootstrap"]["resamples"] == 20
@@ -221,7 +210,7 @@ def test_clearly_better_method_is_significant(evaluated):
 
 def test_reference_points(evaluated):
     _, layout, result = evaluated
-    _, labels, vocabulary = _test_set(layout)
+    _, labels, vocabulary = held_out_items(layout)
     prevalence = label_matrix(labels, vocabulary).astype(np.float64).mean(axis=0)
     table = result["table"]
     for ratio in (0.2, 1.0):

@@ -10,17 +10,16 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import tiny_params_tree
+from helpers import held_out_items, tiny_params_tree
 from scipy.stats import ttest_rel
 from sklearn.metrics import average_precision_score
 
-from collab_iu.dataset import label_matrix, label_vocabulary
-from collab_iu.image_cache import load_image_cache
+from collab_iu.dataset import label_matrix
 from collab_iu.layout import dataset_layout
 from collab_iu.metrics import bootstrap_indices, bootstrap_map
 from collab_iu.paper_report import OUTPUTS, TABLE_COLUMNS, build_paper_report
 from collab_iu.params import params_from_dict
-from collab_iu.stages import load_prepared, load_splits, run_cache, run_prepare, run_split
+from collab_iu.stages import run_cache, run_prepare, run_split
 
 DATASETS = {
     "alpha": {"source": "synthetic", "overrides": {"train.cf_weight": 2.5}},
@@ -40,17 +39,6 @@ def _params(root):
         experiment={"seeds": list(SEEDS), "bootstrap_resamples": RESAMPLES},
     )
     return params_from_dict(tree)
-
-
-def _test_set(layout):
-    """(test item ids in item order, ground truth over the training vocabulary, vocabulary)."""
-    items, _ = load_prepared(layout)
-    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
-    has_image = load_image_cache(layout.cache).rows(items["item_id"]) >= 0
-    test = np.flatnonzero((split == "test") & has_image)
-    vocabulary = label_vocabulary(items.loc[(split == "train") & has_image, "labels"])
-    y = label_matrix(items["labels"].iloc[test].reset_index(drop=True), vocabulary)
-    return items["item_id"].astype(str).to_numpy()[test], y, vocabulary
 
 
 def _normal(shape, noise: float, name: str) -> np.ndarray:
@@ -97,7 +85,8 @@ def built(tmp_path_factory):
     layouts = {name: dataset_layout(params, name) for name in DATASETS}
     for name in ("beta", "delta"):
         shutil.copytree(layouts["alpha"].base, layouts[name].base)
-    ids, y, vocabulary = _test_set(layouts["alpha"])
+    ids, labels, vocabulary = held_out_items(layouts["alpha"])
+    y = label_matrix(labels, vocabulary)
     indices = bootstrap_indices(len(ids), RESAMPLES, 0.9, 0)
     runs: dict[str, dict[str, np.ndarray]] = {"alpha": {}, "beta": {}}
 
