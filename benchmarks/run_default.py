@@ -11,6 +11,11 @@ children, from `os.wait4`) is reported too, as a check on the sampling. The head
 ("at label ratio ...") printed by the run is parsed from its output.
 
     .venv/bin/python benchmarks/run_default.py [--repeats N] [--echo] [--keep-output DIR]
+    .venv/bin/python benchmarks/run_default.py --compare /tmp/before --repeats 2
+
+`--compare DIR` times another checkout of the repository (e.g. `git worktree add /tmp/before
+HEAD`) side by side with this one, alternating before/after runs, with the same interpreter
+(`python -m collab_iu.cli run`, `PYTHONPATH=DIR`, from DIR) and its own params.yaml.
 """
 
 from __future__ import annotations
@@ -140,13 +145,18 @@ def drain(stream, sink: list[str], echo: bool) -> None:
             print(f"    | {line}", end="", flush=True)
 
 
-def run_once(data_root: Path, interval: float, pss_every: int, echo: bool) -> RunResult:
-    """Run `collab-iu run --set data.root=data_root` from the repository root, sampling its tree."""
-    cmd = [str(cli_path()), "run", "--set", f"data.root={data_root}"]
+def run_once(data_root: Path, interval: float, pss_every: int, echo: bool, checkout: Path | None = None) -> RunResult:
+    """Run `collab-iu run --set data.root=data_root` from the repository root (or `checkout`), sampling its tree."""
+    env = None
+    if checkout is None:
+        cmd, cwd = [str(cli_path()), "run", "--set", f"data.root={data_root}"], REPO
+    else:
+        cmd, cwd = [sys.executable, "-m", "collab_iu.cli", "run", "--set", f"data.root={data_root}"], checkout
+        env = os.environ | {"PYTHONPATH": str(checkout)}
     res = RunResult()
     errors: list[str] = []
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     readers = [
         threading.Thread(target=drain, args=(proc.stdout, res.output, echo), daemon=True),
         threading.Thread(target=drain, args=(proc.stderr, errors, False), daemon=True),
@@ -233,7 +243,10 @@ def main() -> None:
     ap.add_argument("--pss-every", type=int, default=10, help="read PSS every Nth sample (default 10: every 1 s)")
     ap.add_argument("--echo", action="store_true", help="print the run's output as it comes")
     ap.add_argument("--keep-output", type=Path, default=None, help="data root to keep (default: a temp dir, removed)")
+    ap.add_argument("--compare", type=Path, default=None, help="another checkout to time side by side (before/after)")
     args = ap.parse_args()
+    if args.compare:
+        return compare(args)
     print(f"# collab_iu main-job benchmark\n\n{machine()}")
     print(f"- memory: {psutil.virtual_memory().total / 1024**3:.1f} GiB RAM")
     results, load = [], OtherLoad()
@@ -247,6 +260,32 @@ def main() -> None:
     print(f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min); {load}")
     command = f"{os.path.relpath(cli_path(), REPO)} run --set data.root=<fresh temp dir>"
     report(results, command, args.interval * args.pss_every)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Alternate runs of another checkout (before) and this one (after); print both tables and the ratios."""
+    print(f"# collab_iu main-job benchmark: before ({args.compare}) vs after ({REPO}), alternating\n\n{machine()}")
+    print(f"- memory: {psutil.virtual_memory().total / 1024**3:.1f} GiB RAM")
+    results: dict[str, list[RunResult]] = {"before": [], "after": []}
+    for i in range(args.repeats):
+        for name, checkout in (("before", args.compare.resolve()), ("after", None)):
+            with tempfile.TemporaryDirectory(prefix="collab-iu-run-") as tmp:
+                print(f"- {name} {i + 1}/{args.repeats}: load average {os.getloadavg()[0]:.2f}", flush=True)
+                results[name].append(run_once(Path(tmp) / "data", args.interval, args.pss_every, args.echo, checkout))
+                if args.keep_output and name == "after" and i == args.repeats - 1:
+                    shutil.copytree(Path(tmp) / "data", args.keep_output, dirs_exist_ok=True)
+    for name, runs in results.items():
+        print(f"\n# {name}")
+        report(runs, f"collab_iu.cli run ({name})", args.interval * args.pss_every)
+        print(f"\nThe last {name!r} run printed (its end):\n\n```\n" + "\n".join(runs[-1].output[-32:]) + "\n```")
+    wall = {k: statistics.median(r.wall for r in v) for k, v in results.items()}
+    pss = {k: max(r.tree_pss_peak for r in v) for k, v in results.items()}
+    largest = {k: max(r.kernel_largest for r in v) for k, v in results.items()}
+    print(
+        f"\n- after / before: median wall {wall['after']:.1f} / {wall['before']:.1f} s = {wall['after'] / wall['before']:.2f}; "
+        f"peak tree PSS {pss['after']:.0f} / {pss['before']:.0f} MiB; largest process {largest['after']:.0f} / "
+        f"{largest['before']:.0f} MiB; training runs {results['after'][0].train_runs} / {results['before'][0].train_runs}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from collab_iu.dataset import DatasetError
+from collab_iu.dataset import CFOnlyDatasetError, DatasetError
 from collab_iu.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
 from collab_iu.splits import SplitError
 
-EXPECTED_ERRORS = (ParamsError, DatasetError, SplitError, FileNotFoundError, KeyError)
+if TYPE_CHECKING:
+    from collab_iu.layout import DatasetLayout
+
+EXPECTED_ERRORS = (ParamsError, DatasetError, CFOnlyDatasetError, SplitError, FileNotFoundError, KeyError)
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:
@@ -49,14 +54,16 @@ def _summary_lines(name: str, r: dict) -> list[str]:
             f"fingerprint {r['fingerprint']}",
         ]
         lines += [f"filtered {k}: {v['count']}" for k, v in r["filtered"].items()]
+        if r.get("cf_only"):
+            lines.append("for the CF diagnosis only (prepare.cf_only): split and cf run; cache and training refuse it")
         return lines
     if name == "split":
         return [", ".join(f"{k} {v}" for k, v in r["items"].items()) + f" items; labelled train {r['labelled_train_items']}"]
     if name == "cf":
-        probe = r["label_probe"]
+        from collab_iu.cf import probe_line
+
         lines = [f"{r['algorithm']} dim {r['dim']}: {r['items_with_vector']}/{r['items']} items with a vector"]
-        if probe["probe_map"] is not None:
-            lines.append(f"label probe mAP {probe['probe_map']:.3f} (label popularity {probe['popularity_map']:.3f})")
+        lines.append(probe_line(r["label_probe"]))
         if "recommendation" in r:
             rec = r["recommendation"]
             lines.append(
@@ -86,8 +93,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from collab_iu.experiment import run_grid, train_run
+    from collab_iu.layout import dataset_layout
+    from collab_iu.stages import ensure_trainable
 
     params = load_params(args.params, args.overrides)
+    ensure_trainable(dataset_layout(params, args.dataset))  # before any worker starts (train_run checks too)
     start = time.perf_counter()
     if args.run:
         metrics = train_run(params, args.run, args.dataset)
@@ -99,29 +109,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_evaluation(result: dict) -> None:
-    from collab_iu.evaluate import format_table
+    from collab_iu.evaluate import TABLE_LEGEND, format_table, headline_sentence
 
     print(format_table(result["table"]))
+    print(f"\n{TABLE_LEGEND}")
     headline = result["headline"]
     if headline:
-        print(
-            f"\nat label ratio {headline['lowest_label_ratio']:g}: with_cf {headline['with_cf_map']:.4f} vs "
-            f"image_only {headline['image_only_map']:.4f} ({headline['improvement']:+.1%}, "
-            f"paired bootstrap p={_p(headline['p_bootstrap'])}, across seeds p={_p(headline['p_seeds'])})"
-        )
+        print(f"\n{headline_sentence(headline)}")
     print("\nwritten:")
     for path in result["paths"].values():
         print(f"  {path}")
 
 
-def _p(value) -> str:
-    return "n/a" if value is None else f"{value:.2g}"
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from collab_iu.evaluate import run_evaluation
+    from collab_iu.layout import dataset_layout
+    from collab_iu.stages import ensure_trainable
 
     params = load_params(args.params, args.overrides)
+    ensure_trainable(dataset_layout(params, args.dataset))  # no models to evaluate on a CF-only dataset
     _print_evaluation(run_evaluation(params, args.dataset))
     return 0
 
@@ -135,10 +141,22 @@ def _through_dagster(args: argparse.Namespace):
     return params
 
 
+def _cf_diagnosis(layout: DatasetLayout, say: Callable[[str], None]) -> None:
+    """`run` on a dataset with prepare.cf_only: prepare, split and cf through Dagster, then the label probe."""
+    from collab_iu.stages import read_report
+    from orchestration.pipeline import CF_ASSETS, run_assets
+
+    run_assets(layout.name, CF_ASSETS)
+    say(f"[data] {', '.join(CF_ASSETS)} materialised for {layout.name} (prepare.cf_only: the CF diagnosis)")
+    for line in _summary_lines("cf", read_report(layout.cf)):
+        print(f"  {line}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from collab_iu.evaluate import load_evaluation
     from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
+    from collab_iu.stages import ensure_trainable
     from orchestration.pipeline import run_pipeline
 
     params = _through_dagster(args)
@@ -146,6 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = params.for_dataset(layout.name)
     start = time.perf_counter()
     say = lambda text: print(f"{text}  ({time.perf_counter() - start:.0f}s)", flush=True)  # noqa: E731
+    if params.prepare.cf_only:  # the diagnosis, then the same refusal as the cache and training (exit 2)
+        _cf_diagnosis(layout, say)
+        ensure_trainable(layout)
     run_pipeline(layout.name, [spec.key for spec in grid_runs(params)], params.experiment.workers, report=say)
     print()
     _print_evaluation(load_evaluation(params, layout.name))
@@ -221,6 +242,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     params, new = _declared_or_new(load_params(args.params, args.overrides), args.kind, args.name, args.source, args.images)
     start = time.perf_counter()
     report = import_dataset(params, args.name, force=args.force)
+    no_images = not report["kept"]["images"] and not report["kept"].get("image_urls")
     print(f"[import] {args.kind} -> {Path(params.data.root) / args.name / 'raw'} in {time.perf_counter() - start:.1f}s")
     print(format_import_report(report))
     if new:
@@ -230,8 +252,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         if spec.images:
             print(f"    images: {spec.images}")
         print(f"    preset: {PAPER_PRESET[args.kind]}  # the paper's settings (see presets); omit for the global ones")
+        if no_images:
+            print("    overrides: {prepare.cf_only: true}  # no images: the CF diagnosis only (prepare, split, cf)")
     if report["kept"].get("image_urls"):
         print(f"\nimages come as URLs: collab-iu fetch-images --dataset {args.name}")
+    elif no_images:
+        print(
+            "\nno images: training needs them (--images FOLDER). Without them, prepare.cf_only: true prepares the "
+            "dataset for the CF diagnosis only: do the interactions carry label information? (README)"
+        )
     return 0
 
 

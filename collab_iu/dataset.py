@@ -61,6 +61,10 @@ class DatasetError(ValueError):
         super().__init__(f"dataset {self.folder} has {len(problems)} problem(s):\n  {lines}")
 
 
+class CFOnlyDatasetError(ValueError):
+    """A dataset prepared for the CF diagnosis only (prepare.cf_only) was asked for its images or a model."""
+
+
 def find_table(folder: Path, stem: str) -> Path | None:
     """`<stem>.parquet`, else `<stem>.csv`, else None."""
     for suffix in (".parquet", ".csv"):

@@ -9,32 +9,34 @@ is missing or inconsistent); `collab_iu.paper_report` applies it to every finish
 
 - `results.csv`: one row per cell (method, label_ratio, cf_weight), columns `CELL_COLUMNS`;
 - `results.md`: the same as a readable markdown table, headline first;
-- `summary.json`: strict JSON (no NaN: missing values are null), read by DVC as metrics:
-    - `dataset`, `n_test_items`;
-    - `bootstrap`: resamples, fraction, seed, items_per_resample, and how the test works;
-    - `cells`: the rows of results.csv;
-    - `headline` (only when image_only and with_cf both ran): at the lowest label ratio,
-      `with_cf_map` (the cf weight with the largest improvement, `with_cf_weight`),
-      `image_only_map`, `improvement`, `p_bootstrap`, `p_seeds`, `mark`;
-    - `runs`: one dict per trained run (run_key, method, label_ratio, cf_weight, seed,
-      test_map, val_map, best_epoch);
+- `summary.json`: strict JSON (no NaN: missing values are null), read by DVC as metrics;
+  every field is documented in the README (section `summary.json`);
 - `map_vs_label_ratio.png`: mAP against label ratio (error bars: std over seeds), with the
   random and popularity reference points dashed;
-- `improvement.png`: relative improvement over image_only per label ratio, marked `*`/`**`.
+- `improvement.png`: relative improvement over image_only per label ratio with its 95 % CI,
+  marked `*`/`**` by the valid test.
 
-Protocol (see docs/reference: the paper's, plus a test across seeds):
+Protocol:
 
 - Ground truth: the prepared items' labels over each run's vocabulary (model.json), aligned by
   item_id. Every run must have been scored on the same test items, and they must be the test
   items of the current split that have a cached image; scores are reordered to those items in
   item order, so the bootstrap resamples do not depend on which runs are evaluated.
 - Test mAP per run is recomputed from its scores (macro AP over labels with a positive).
-- One set of bootstrap resamples (`bootstrap_indices(n_test, resamples, fraction, seed)`) is used
-  for every run, so all comparisons are paired. A cell's bootstrap samples are the per-seed
-  samples averaged resample by resample; its CI is the 95 % percentile interval of those.
-- Each cell is compared with image_only at the same label ratio: improvement = mean mAP over
-  seeds / image_only's - 1; `p_bootstrap` = the paper's paired t-test over resamples of the
-  seed-averaged samples; `p_seeds` = a paired t-test of the per-seed mAPs (needs 2+ seeds).
+- One set of with-replacement resamples of the test items (`resample_counts`) serves every
+  run, so all comparisons are paired. A cell's 95 % CI and every comparison's p-value come from
+  `stats.two_level_test`: training randomness (spread over seeds) plus test-set sampling (spread
+  of the seed-mean over resamples), t-distribution with Welch-Satterthwaite degrees of freedom.
+  `mark` (`*` p <= 0.05, `**` p <= 0.01) comes from that test only.
+- Each cell is compared with image_only at the same label ratio and the same seeds:
+  improvement = mean mAP over seeds / image_only's - 1 with its CI, `p_value` (the valid
+  test), `p_seeds` (paired t-test of per-seed mAPs: training randomness only) and `p_paper`
+  (the paper's t-test over 50 overlapping 90 % subsamples: test-set resampling only; it
+  understates both errors and is kept to compare with the paper).
+- `with_cf_val_selected` ("with_cf (val-selected)"): per label ratio and seed, the run with
+  the best validation mAP among image_only and with_cf at every cf weight of the grid (ties:
+  the smaller weight), then evaluated on the test set like any cell. Nothing is chosen on
+  test results; the headline compares this row with image_only at the lowest label ratio.
 - Reference points per label ratio (the grid's; for other lists of runs the runs') and seed
   (those of the runs at that ratio): `random` (uniform scores drawn with the seed) and
   `popularity` (every item scored with each label's frequency among the labelled training
@@ -46,7 +48,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +59,23 @@ from collab_iu.atomic import atomic_dir
 from collab_iu.dataset import label_matrix
 from collab_iu.grid import METHODS, RunSpec, grid_runs, uses_cf
 from collab_iu.layout import DatasetLayout, dataset_layout
-from collab_iu.metrics import bootstrap_indices, bootstrap_map, confidence_interval, evaluate_scores
+from collab_iu.metrics import bootstrap_indices, bootstrap_map, evaluate_scores, resample_counts
 from collab_iu.params import ExperimentParams, Params
-from collab_iu.stats import paired_bootstrap_test, paired_seed_test, relative_improvement, significance_mark
+from collab_iu.stats import (
+    paired_bootstrap_test,
+    paired_seed_test,
+    relative_improvement,
+    significance_mark,
+    two_level_interval,
+    two_level_test,
+)
 
 BASELINE = "image_only"
+SELECTED = "with_cf_val_selected"  # per ratio and seed, image_only or with_cf at a weight, by validation mAP
+SELECTED_FROM = ("image_only", "with_cf")
 REFERENCE_METHODS = ("popularity", "random")
-METHOD_ORDER = (*METHODS, *REFERENCE_METHODS)
+METHOD_ORDER = (*METHODS[:2], SELECTED, *METHODS[2:], *REFERENCE_METHODS)
+RUN_DIAGNOSTICS = ("val_cf_r2", "val_cf_cosine", "val_cf_items")  # metrics.json keys of the CF head (null if absent)
 KS = (1, 3, 5)
 RUN_FILES = ("test_scores.npy", "test_items.parquet", "metrics.json", "model.json")
 METRIC_COLUMNS = (
@@ -77,16 +89,22 @@ CELL_COLUMNS = (
     "method",
     "label_ratio",
     "cf_weight",
+    "selected_cf_weights",
     "n_seeds",
     "map_mean",
     "map_std",
     "map_ci_low",
     "map_ci_high",
-    "map_bootstrap_mean",
     *METRIC_COLUMNS,
+    "val_map",
+    "val_cf_r2",
+    "val_cf_cosine",
     "improvement",
-    "p_bootstrap",
+    "improvement_ci_low",
+    "improvement_ci_high",
+    "p_value",
     "p_seeds",
+    "p_paper",
     "mark",
 )
 OUTPUTS = {
@@ -108,10 +126,13 @@ class _Scored:
     cf_weight: float
     seed: int
     metrics: dict  # evaluate_scores output
-    bootstrap: np.ndarray  # mAP of every resample
+    paper_resamples: np.ndarray  # mAP of every 90 % subsample (the paper's test)
+    resamples: np.ndarray  # mAP of every with-replacement resample (the valid test)
     run_key: str | None = None
     val_map: float | None = None
     best_epoch: int | None = None
+    diagnostics: dict | None = None  # RUN_DIAGNOSTICS from metrics.json
+    selected_weight: float | None = None  # SELECTED: the cf weight chosen on validation (0: image_only)
 
 
 # ---------------------------------------------------------------------------- reading the runs
@@ -300,6 +321,7 @@ def evaluate_runs(
     test_labels = test_set.test_labels
     n_test = len(test_set.test_ids)
     indices = bootstrap_indices(n_test, exp.bootstrap_resamples, exp.bootstrap_fraction, exp.bootstrap_seed)
+    counts = resample_counts(n_test, exp.significance_resamples, exp.bootstrap_seed)
 
     truth: dict[tuple, np.ndarray] = {}
 
@@ -309,28 +331,59 @@ def evaluate_runs(
             truth[key] = label_matrix(test_labels, list(vocabulary))
         return truth[key]
 
-    def score(y: np.ndarray, scores: np.ndarray) -> tuple[dict, np.ndarray]:
-        return evaluate_scores(y, scores, KS), bootstrap_map(y, scores, indices=indices)
+    def score(y: np.ndarray, scores: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+        return evaluate_scores(y, scores, KS), bootstrap_map(y, scores, indices=indices), bootstrap_map(y, scores, counts=counts)
 
     scored: list[_Scored] = []
     for spec in specs:
         scores, ids, metrics, model = loaded[spec.key]
-        m, boot = score(ground_truth(model["vocabulary"]), _align(scores, ids, test_set.test_ids))
+        m, paper, boot = score(ground_truth(model["vocabulary"]), _align(scores, ids, test_set.test_ids))
         scored.append(
             _Scored(
-                spec.method, spec.label_ratio, spec.cf_weight, spec.seed, m, boot,
+                spec.method, spec.label_ratio, spec.cf_weight, spec.seed, m, paper, boot,
                 run_key=spec.key, val_map=metrics.get("val_map"), best_epoch=metrics.get("best_epoch"),
+                diagnostics={k: metrics.get(k) for k in RUN_DIAGNOSTICS},
             )
         )  # fmt: skip
+    selected = select_by_validation(scored)
 
     # reference points, on the vocabulary of the first run (every run shares it)
     vocabulary = list(loaded[specs[0].key][3]["vocabulary"])
     cells = _reference_cells(specs, reference_ratios)
     scored += _reference_points(test_set, ground_truth(vocabulary), vocabulary, cells, score)
 
-    table, _ = _cells(scored, layout.name)
-    summary = _summary(layout.name, table, scored, n_test, len(vocabulary), exp, indices.shape[1])
+    table = _cells(scored + selected, layout.name)
+    summary = _summary(layout.name, table, scored, selected, n_test, len(vocabulary), exp, indices.shape[1])
+    summary["cf_label_probe"] = plain_json(_cf_label_probe(layout))
     return table, summary
+
+
+def select_by_validation(scored: list[_Scored]) -> list[_Scored]:
+    """Per (label ratio, seed): the run of SELECTED_FROM (image_only, with_cf at any weight) with the best validation mAP.
+
+    Only validation mAP decides (ties: the smaller cf weight, image_only first); test scores
+    are never read. Ratios and seeds without an image_only and a with_cf run with a
+    validation mAP get no selection. Returns one `_Scored` of method SELECTED per choice.
+    """
+    candidates: dict[tuple[float, int], list[_Scored]] = {}
+    for s in scored:
+        if s.method in SELECTED_FROM and s.run_key is not None and s.val_map is not None:
+            candidates.setdefault((s.label_ratio, s.seed), []).append(s)
+    out = []
+    for (ratio, seed), runs in sorted(candidates.items()):
+        if {r.method for r in runs} != set(SELECTED_FROM):
+            continue
+        best = max(runs, key=lambda r: (r.val_map, -r.cf_weight))
+        out.append(replace(best, method=SELECTED, cf_weight=0.0, selected_weight=best.cf_weight))
+    return out
+
+
+def _cf_label_probe(layout: DatasetLayout) -> dict | None:
+    """The CF stage's label probe (cf/report.json), shown beside the runs' CF-head diagnostics."""
+    try:
+        return json.loads((layout.cf / "report.json").read_text()).get("label_probe")
+    except (OSError, ValueError):
+        return None
 
 
 def _reference_cells(specs: list[RunSpec], ratios: Iterable[float] | None) -> list[tuple[float, int]]:
@@ -350,35 +403,47 @@ def _reference_points(
     out = []
     for ratio, seed in cells:
         rng = np.random.default_rng(seed)
-        m, boot = score(y, rng.random((n_test, len(vocabulary))))
-        out.append(_Scored("random", ratio, 0.0, seed, m, boot))
+        out.append(_Scored("random", ratio, 0.0, seed, *score(y, rng.random((n_test, len(vocabulary))))))
         kept = label_ratio_mask(items["labels"], test_set.is_train, test_set.has_image, ratio, seed)
         frequency = np.zeros(len(vocabulary))
         if kept.any():
             frequency = label_matrix(items["labels"][kept], vocabulary).astype(np.float64).mean(axis=0)
-        m, boot = score(y, np.tile(frequency, (n_test, 1)))
-        out.append(_Scored("popularity", ratio, 0.0, seed, m, boot))
+        out.append(_Scored("popularity", ratio, 0.0, seed, *score(y, np.tile(frequency, (n_test, 1)))))
     return out
 
 
 def _summary(
-    dataset: str, table: pd.DataFrame, scored: list[_Scored], n_test: int, n_labels: int, exp: ExperimentParams, per_resample: int
+    dataset: str,
+    table: pd.DataFrame,
+    scored: list[_Scored],
+    selected: list[_Scored],
+    n_test: int,
+    n_labels: int,
+    exp: ExperimentParams,
+    per_resample: int,
 ) -> dict:
-    """What summary.json holds (plain JSON values)."""
+    """What summary.json holds (plain JSON values; every field is documented in the README)."""
     summary = {
         "dataset": dataset,
         "n_test_items": n_test,
         "n_labels": n_labels,
         "baseline": BASELINE,
-        "bootstrap": {
+        "significance": {
+            "resamples": int(exp.significance_resamples),
+            "seed": int(exp.bootstrap_seed),
+            "test": "two-level: training seeds (spread over seeds) and test items (resampled with replacement, "
+            "paired across methods); t-test with Welch-Satterthwaite degrees of freedom; 95 % CIs alike",
+        },
+        "paper_test": {
             "resamples": int(exp.bootstrap_resamples),
             "fraction": float(exp.bootstrap_fraction),
             "seed": int(exp.bootstrap_seed),
             "items_per_resample": int(per_resample),
-            "test": "one set of resamples (without replacement) for every run; paired t-test over resamples "
-            "of the seed-averaged mAP; 95 % percentile interval",
+            "test": "the paper's, for comparison only: paired t-test over overlapping subsamples of the test set "
+            "of the seed-averaged mAP (test-set resampling only; it understates both errors)",
         },
         "cells": table.to_dict(orient="records"),
+        "selection": _selection(selected, scored),
         "runs": [
             {
                 "run_key": s.run_key,
@@ -389,6 +454,7 @@ def _summary(
                 "test_map": s.metrics["map"],
                 "val_map": s.val_map,
                 "best_epoch": s.best_epoch,
+                **(s.diagnostics or {}),
             }
             for s in scored
             if s.run_key is not None
@@ -400,73 +466,138 @@ def _summary(
     return plain_json(summary)
 
 
-def _cells(scored: list[_Scored], dataset: str) -> tuple[pd.DataFrame, dict]:
-    """The results table (one row per cell, compared with image_only) and each cell's seed-averaged samples."""
+def _selection(selected: list[_Scored], scored: list[_Scored]) -> list[dict]:
+    """Per label ratio: the candidate cf weights (0 = image_only) and the weight chosen on validation per seed."""
+    out = []
+    for ratio in sorted({s.label_ratio for s in selected}):
+        candidates = {s.cf_weight for s in scored if s.method in SELECTED_FROM and s.label_ratio == ratio}
+        chosen = {str(s.seed): s.selected_weight for s in selected if s.label_ratio == ratio}
+        out.append({"label_ratio": ratio, "candidates": sorted(candidates), "selected": chosen})
+    return out
+
+
+def _mean_of(values: list) -> float:
+    """Mean of the known values; nan when none is known."""
+    known = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(known)) if known else math.nan
+
+
+def _cell_row(dataset: str, key: tuple, runs: list[_Scored]) -> dict:
+    """One row of the results table, before the comparison with image_only."""
+    maps = np.array([s.metrics["map"] for s in runs], dtype=np.float64)
+    low, high = two_level_interval(maps, np.stack([s.resamples for s in runs]))
+    row = {
+        "dataset": dataset,
+        "method": key[0],
+        "label_ratio": key[1],
+        "cf_weight": key[2],
+        "selected_cf_weights": " ".join(f"s{s.seed}:{s.selected_weight:g}" for s in runs if s.selected_weight is not None),
+        "n_seeds": len(runs),
+        "map_mean": float(maps.mean()),
+        "map_std": float(maps.std(ddof=1)) if len(maps) > 1 else math.nan,
+        "map_ci_low": low,
+        "map_ci_high": high,
+    }
+    for name in METRIC_COLUMNS:
+        row[name] = float(np.mean([_cell_metrics(s.metrics)[name] for s in runs]))
+    row["val_map"] = _mean_of([s.val_map for s in runs]) if runs[0].run_key else math.nan
+    for name in ("val_cf_r2", "val_cf_cosine"):
+        row[name] = _mean_of([(s.diagnostics or {}).get(name) for s in runs])
+    return row
+
+
+def _compare(row: dict, runs: list[_Scored], base_runs: list[_Scored]) -> dict:
+    """The comparison columns of a row against image_only at its label ratio.
+
+    improvement compares the rows' means; the tests and the CI pair the seeds both ran.
+    """
+    out = {"improvement": math.nan, "improvement_ci_low": math.nan, "improvement_ci_high": math.nan}
+    out |= {"p_value": math.nan, "p_seeds": math.nan, "p_paper": math.nan, "mark": ""}
+    base = {s.seed: s for s in base_runs}
+    pairs = [(s, base[s.seed]) for s in runs if s.seed in base]
+    if not pairs:
+        return out
+    base_mean = float(np.mean([s.metrics["map"] for s in base_runs]))
+    m, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    test = two_level_test(
+        [s.metrics["map"] for s in m], [s.metrics["map"] for s in b],
+        np.stack([s.resamples for s in m]), np.stack([s.resamples for s in b]),
+    )  # fmt: skip
+    out["improvement"] = relative_improvement(row["map_mean"], base_mean)
+    out["improvement_ci_low"], out["improvement_ci_high"] = test["improvement_ci"]
+    out["p_value"] = test["p"]
+    if len(pairs) >= 2:
+        out["p_seeds"] = paired_seed_test([s.metrics["map"] for s in m], [s.metrics["map"] for s in b])["p"]
+    paper_m, paper_b = np.mean([s.paper_resamples for s in m], axis=0), np.mean([s.paper_resamples for s in b], axis=0)
+    if np.isfinite(paper_m).all() and np.isfinite(paper_b).all():
+        out["p_paper"] = paired_bootstrap_test(paper_m, paper_b)["p"]
+    out["mark"] = significance_mark(out["p_value"])
+    return out
+
+
+def _cells(scored: list[_Scored], dataset: str) -> pd.DataFrame:
+    """The results table: one row per cell, each compared with image_only at its label ratio."""
     groups: dict[tuple, list[_Scored]] = {}
     for s in scored:
         groups.setdefault((s.method, s.label_ratio, s.cf_weight), []).append(s)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     keys = sorted(groups, key=lambda k: (k[1], order.get(k[0], len(order)), k[2]))
-
-    rows, samples, by_seed = [], {}, {}
+    rows = []
     for key in keys:
         runs = sorted(groups[key], key=lambda s: s.seed)
-        maps = np.array([s.metrics["map"] for s in runs], dtype=np.float64)
-        boot = np.mean([s.bootstrap for s in runs], axis=0)  # seed-averaged, resample by resample
-        samples[key] = boot
-        by_seed[key] = {s.seed: s.metrics["map"] for s in runs}
-        low, high = confidence_interval(boot) if np.isfinite(boot).all() else (math.nan, math.nan)
-        row = {
-            "dataset": dataset,
-            "method": key[0],
-            "label_ratio": key[1],
-            "cf_weight": key[2],
-            "n_seeds": len(runs),
-            "map_mean": float(maps.mean()),
-            "map_std": float(maps.std(ddof=1)) if len(maps) > 1 else math.nan,
-            "map_ci_low": low,
-            "map_ci_high": high,
-            "map_bootstrap_mean": float(boot.mean()),
-        }
-        for name in METRIC_COLUMNS:
-            row[name] = float(np.mean([_cell_metrics(s.metrics)[name] for s in runs]))
-        rows.append(row)
-
-    for row, key in zip(rows, keys):
-        row |= {"improvement": math.nan, "p_bootstrap": math.nan, "p_seeds": math.nan, "mark": ""}
+        row = _cell_row(dataset, key, runs)
         base_key = (BASELINE, key[1], 0.0)
-        if key[0] == BASELINE or base_key not in samples:
-            continue
-        base_row = rows[keys.index(base_key)]
-        row["improvement"] = relative_improvement(row["map_mean"], base_row["map_mean"])
-        if np.isfinite(samples[key]).all() and np.isfinite(samples[base_key]).all():
-            row["p_bootstrap"] = paired_bootstrap_test(samples[key], samples[base_key])["p"]
-        if set(by_seed[key]) == set(by_seed[base_key]):
-            row["p_seeds"] = paired_seed_test(by_seed[key], by_seed[base_key])["p"]
-        row["mark"] = significance_mark(row["p_bootstrap"])
-    table = pd.DataFrame(rows, columns=list(CELL_COLUMNS))
-    return table, samples
+        if key[0] != BASELINE and base_key in groups:
+            row |= _compare(row, runs, groups[base_key])
+        else:
+            row |= _compare(row, [], [])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(CELL_COLUMNS))
 
 
 def _headline(table: pd.DataFrame) -> dict | None:
-    """with_cf vs image_only at the lowest label ratio where both ran (best cf weight by improvement)."""
-    cf = table[(table["method"] == "with_cf") & table["improvement"].notna()]
+    """with_cf (val-selected) vs image_only at the lowest label ratio where both ran; nothing maximised over test."""
+    cf = table[(table["method"] == SELECTED) & table["improvement"].notna()]
     if cf.empty:
         return None
-    ratio = float(cf["label_ratio"].min())
-    at = cf[cf["label_ratio"] == ratio]
-    best = at.loc[at["improvement"].idxmax()]
-    base = table[(table["method"] == BASELINE) & (table["label_ratio"] == ratio)].iloc[0]
+    row = cf.loc[cf["label_ratio"].idxmin()]
+    base = table[(table["method"] == BASELINE) & (table["label_ratio"] == row["label_ratio"])].iloc[0]
     return {
-        "lowest_label_ratio": ratio,
-        "with_cf_weight": float(best["cf_weight"]),
-        "with_cf_map": float(best["map_mean"]),
+        "lowest_label_ratio": float(row["label_ratio"]),
+        "method": SELECTED,
+        "n_seeds": int(row["n_seeds"]),
+        "selected_cf_weights": str(row["selected_cf_weights"]),
+        "with_cf_map": float(row["map_mean"]),
         "image_only_map": float(base["map_mean"]),
-        "improvement": float(best["improvement"]),
-        "p_bootstrap": float(best["p_bootstrap"]),
-        "p_seeds": float(best["p_seeds"]),
-        "mark": str(best["mark"]),
+        "improvement": float(row["improvement"]),
+        "improvement_ci_low": float(row["improvement_ci_low"]),
+        "improvement_ci_high": float(row["improvement_ci_high"]),
+        "p_value": float(row["p_value"]),
+        "p_seeds": float(row["p_seeds"]),
+        "p_paper": float(row["p_paper"]),
+        "mark": str(row["mark"]),
     }
+
+
+def headline_sentence(h: dict) -> str:
+    """The headline in words, claiming only what the valid test supports."""
+    imp = h["improvement"]
+    ci = f"95 % CI {_pct(h['improvement_ci_low'])} to {_pct(h['improvement_ci_high'])}"
+    p = f"p={_pvalue(h['p_value'])}, {h['n_seeds']} seeds"
+    head = (
+        f"at label ratio {h['lowest_label_ratio']:g}: with_cf (val-selected) {_num(h['with_cf_map'])} vs image_only "
+        f"{_num(h['image_only_map'])} ({_pct(imp)}, {ci}; {p})"
+    )
+    p_value = h["p_value"]
+    if p_value is None or not math.isfinite(p_value):
+        return head + ": significance needs 2+ seeds"
+    if p_value <= 0.05:
+        return head + (": CF helps here" if imp > 0 else ": CF hurts here")
+    return head + ": no significant difference"
+
+
+def _pct(value) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value * 100:+.1f}%"
 
 
 def plain_json(value):
@@ -505,59 +636,88 @@ def _improvement(row) -> str:
     return f"{row['improvement'] * 100:+.1f}%{row['mark']}"
 
 
+def _improvement_ci(row) -> str:
+    if not math.isfinite(row["improvement_ci_low"]):
+        return "-"
+    return f"[{row['improvement_ci_low'] * 100:+.1f}, {row['improvement_ci_high'] * 100:+.1f}]"
+
+
+def method_label(method: str) -> str:
+    """How a method is shown in tables and plots (the val-selected row as `with_cf (val-selected)`)."""
+    return "with_cf (val-selected)" if method == SELECTED else method
+
+
+def _weight(row) -> str:
+    if row["method"] == SELECTED:
+        return "val"
+    return f"{row['cf_weight']:g}" if uses_cf(row["method"]) else "-"
+
+
+TABLE_LEGEND = (
+    "mAP: mean ± std over seeds [95 % CI]; improvement over image_only at the same label ratio [95 % CI]. "
+    "CIs, p and the marks `*` (p <= 0.05) / `**` (p <= 0.01) come from the two-level test: training seeds and "
+    "test items resampled with replacement, paired across methods. p (seeds): paired t-test over seeds "
+    "(training randomness only). p (paper): the paper's t-test over overlapping 90 % subsamples "
+    "(test-set resampling only; understates the error, for comparison with the paper). "
+    "cf weight `val`: per seed, image_only or with_cf at a grid weight, whichever had the best validation mAP "
+    "(chosen weights in `selected`). R² / cos: the CF head's fit to the CF vectors on validation items."
+)
+
+
 def _markdown(table: pd.DataFrame, summary: dict) -> str:
     lines = [f"# Evaluation: {summary['dataset']}", ""]
-    b = summary["bootstrap"]
+    s = summary["significance"]
     lines.append(
-        f"{summary['n_test_items']} test items, {summary['n_labels']} labels. mAP: mean ± std over seeds "
-        f"[95 % bootstrap CI of the seed-averaged mAP; {b['resamples']} resamples of {b['fraction']:g} of the "
-        f"test items]. Improvement over image_only at the same label ratio; `*` p <= 0.05, `**` p <= 0.01 "
-        "(paired t-test over resamples); p (seeds): paired t-test over seeds."
+        f"{summary['n_test_items']} test items, {summary['n_labels']} labels, {s['resamples']} with-replacement "
+        f"resamples of the test items. {TABLE_LEGEND}"
     )
     lines.append("")
     h = summary.get("headline")
     if h:
-        lines.append(
-            f"**Headline** (label ratio {h['lowest_label_ratio']:g}): with_cf (cf weight {h['with_cf_weight']:g}) "
-            f"{_num(h['with_cf_map'])} vs image_only {_num(h['image_only_map'])}: "
-            f"{_num(h['improvement'] * 100 if h['improvement'] is not None else None, '+.1f')}%{h['mark']} "
-            f"(p bootstrap {_pvalue(h['p_bootstrap'])}, p seeds {_pvalue(h['p_seeds'])})"
-        )
-        lines.append("")
+        lines += [f"**Headline** {headline_sentence(h)}.", ""]
+    probe = summary.get("cf_label_probe")
+    if probe and probe.get("probe_map") is not None:
+        lines += [
+            f"CF vectors: label probe mAP {_num(probe['probe_map'])} vs popularity {_num(probe['popularity_map'])} "
+            "(how much label information the interactions carry).",
+            "",
+        ]
     lines.append(
-        "| method | label ratio | cf weight | seeds | mAP mean ± std [95% CI] | micro AP | p@1 "
-        "| improvement | p (bootstrap) | p (seeds) |"
+        "| method | label ratio | cf weight | seeds | mAP mean ± std [95% CI] | micro AP | p@1 | val mAP | R² / cos "
+        "| improvement [95% CI] | p | p (seeds) | p (paper) | selected |"
     )
-    lines.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for _, r in table.iterrows():
-        cf = f"{r['cf_weight']:g}" if uses_cf(r["method"]) else "-"
         lines.append(
-            f"| {r['method']} | {r['label_ratio']:g} | {cf} | {r['n_seeds']} | "
+            f"| {method_label(r['method'])} | {r['label_ratio']:g} | {_weight(r)} | {r['n_seeds']} | "
             f"{_num(r['map_mean'])} ± {_num(r['map_std'])} [{_num(r['map_ci_low'])}, {_num(r['map_ci_high'])}] | "
-            f"{_num(r['micro_ap'])} | {_num(r['precision@1'])} | {_improvement(r)} | "
-            f"{_pvalue(r['p_bootstrap'])} | {_pvalue(r['p_seeds'])} |"
+            f"{_num(r['micro_ap'])} | {_num(r['precision@1'])} | {_num(r['val_map'])} | "
+            f"{_num(r['val_cf_r2'], '.2f')} / {_num(r['val_cf_cosine'], '.2f')} | "
+            f"{_improvement(r)} {_improvement_ci(r)} | {_pvalue(r['p_value'])} | {_pvalue(r['p_seeds'])} | "
+            f"{_pvalue(r['p_paper'])} | {r['selected_cf_weights'] or ''} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def format_table(df: pd.DataFrame) -> str:
     """A compact fixed-width text table of the results (for the terminal)."""
-    header = ("method", "ratio", "cf_w", "n", "mAP", "±std", "95% CI", "p@1", "improv.", "p_boot", "p_seeds")
+    header = ("method", "ratio", "cf_w", "n", "mAP", "±std", "95% CI", "cf R²", "improv.", "95% CI", "p", "p_paper")
     rows = []
     for _, r in df.iterrows():
         rows.append(
             (
-                str(r["method"]),
+                method_label(str(r["method"])),
                 f"{r['label_ratio']:g}",
-                f"{r['cf_weight']:g}" if uses_cf(r["method"]) else "-",
+                _weight(r),
                 str(r["n_seeds"]),
                 _num(r["map_mean"]),
                 _num(r["map_std"]),
                 f"[{_num(r['map_ci_low'])}, {_num(r['map_ci_high'])}]",
-                _num(r["precision@1"], ".3f"),
+                _num(r["val_cf_r2"], ".2f"),
                 _improvement(r),
-                _pvalue(r["p_bootstrap"]),
-                _pvalue(r["p_seeds"]),
+                _improvement_ci(r),
+                _pvalue(r["p_value"]),
+                _pvalue(r["p_paper"]),
             )
         )
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
@@ -596,7 +756,7 @@ def plot_series(table: pd.DataFrame) -> pd.DataFrame:
 def _label(method: str, cf_weight: float, weights: set[float]) -> str:
     if uses_cf(method) and len(weights) > 1:
         return f"{method} (w={cf_weight:g})"
-    return method
+    return method_label(method)
 
 
 def _plot_map(table: pd.DataFrame, dest: Path) -> None:
@@ -610,7 +770,7 @@ def _plot_map(table: pd.DataFrame, dest: Path) -> None:
 def draw_map_vs_label_ratio(ax, table: pd.DataFrame, title: str | None = None) -> None:
     """Draw one dataset's cells on `ax`: mAP vs label ratio per method / cf weight, reference points dashed."""
     trained = table[~table["method"].isin(REFERENCE_METHODS)]
-    weights = set(trained.loc[trained["method"] != BASELINE, "cf_weight"])
+    weights = set(trained.loc[trained["method"].map(uses_cf), "cf_weight"])
     for (method, weight), cell in trained.groupby(["method", "cf_weight"], sort=False):
         cell = cell.sort_values("label_ratio")
         ax.errorbar(
@@ -647,13 +807,14 @@ def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
     else:
         ratios = sorted(set(compared["label_ratio"]))
         series = list(compared.groupby(["method", "cf_weight"], sort=False))
-        weights = {w for (_, w), _ in series}
+        weights = {w for (m, w), _ in series if uses_cf(m)}
         width = 0.8 / len(series)
         for i, ((method, weight), cell) in enumerate(series):
             cell = cell.set_index("label_ratio").reindex(ratios)
             x = np.arange(len(ratios)) + (i - (len(series) - 1) / 2) * width
             values = cell["improvement"].to_numpy(dtype=float) * 100
-            ax.bar(x, np.nan_to_num(values), width, label=_label(method, weight, weights))
+            errors = np.abs(cell[["improvement_ci_low", "improvement_ci_high"]].to_numpy(dtype=float).T * 100 - values)
+            ax.bar(x, np.nan_to_num(values), width, yerr=np.nan_to_num(errors), capsize=3, label=_label(method, weight, weights))
             for xi, v, mark in zip(x, values, cell["mark"].fillna("")):
                 if np.isfinite(v) and mark:
                     ax.annotate(mark, (xi, v), ha="center", va="bottom" if v >= 0 else "top", fontsize=10)
@@ -663,7 +824,7 @@ def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
         ax.set_xticklabels([f"{r:g}" for r in ratios])
         ax.set_xlabel("label ratio")
         ax.set_ylabel("mAP improvement over image_only (%)")
-        ax.set_title("* p <= 0.05, ** p <= 0.01 (paired bootstrap t-test)", fontsize=9)
+        ax.set_title("95 % CI; * p <= 0.05, ** p <= 0.01 (two-level test: seeds and test items)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -677,5 +838,6 @@ def load_evaluation(params: Params, dataset: str | None = None, repo_root: Path 
     if not paths["summary_json"].exists():
         raise FileNotFoundError(f"{paths['summary_json']} is missing: evaluate first")
     summary = json.loads(paths["summary_json"].read_text())
-    return {"table": pd.read_csv(paths["results_csv"]), "headline": summary.get("headline"), "paths": paths}
+    table = pd.read_csv(paths["results_csv"]).fillna({"mark": "", "selected_cf_weights": ""})  # empty cells read as NaN
+    return {"table": table, "headline": summary.get("headline"), "paths": paths}
 

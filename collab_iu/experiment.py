@@ -5,7 +5,9 @@ A run folder `data/<dataset>/runs/<run key>/` holds:
 - `checkpoint.pt` (resume state), `best.pt` (state_dict of the best validation epoch), `train.json`;
 - `model.json`: what `predict` needs to rebuild the model (backbone, vocabulary, sizes), and the run's config;
 - `test_scores.npy` (float32, test items x labels) with `test_items.parquet` (item_id), from pixels only;
-- `metrics.json`: test metrics of the best epoch; written last, so its presence marks a finished run.
+- `metrics.json`: test metrics of the best epoch, and how well its CF head predicts the validation items'
+  CF vectors (`val_cf_r2`, `val_cf_cosine`, `val_cf_items`: see `train_run`); written last, so its presence
+  marks a finished run. Runs written before the val_cf_* keys existed lack them: read them with .get().
 
 A finished run with the same config is not trained again; an interrupted one resumes.
 Each training (or resumed training) is one W&B run of job type `train` (collab_iu/tracking.py);
@@ -34,7 +36,7 @@ from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.metrics import evaluate_scores
 from collab_iu.models import MultitaskModel
 from collab_iu.params import Params, TrainParams
-from collab_iu.train import BEST, load_training_data, predict_scores, resolve_device, train_model
+from collab_iu.train import BEST, VAL_CF_KEYS, load_training_data, predict_scores, resolve_device, train_model
 
 MODEL_JSON = "model.json"
 METRICS_JSON = "metrics.json"
@@ -101,9 +103,19 @@ def _reusable(run_dir: Path, config: dict) -> bool:
 def train_run(
     params: Params, spec: RunSpec | str, dataset: str | None = None, repo_root: Path | None = None, progress: bool = True
 ) -> dict:
-    """Train (or resume, or reuse) one grid run and score its best epoch on the test items; returns metrics."""
+    """Train (or resume, or reuse) one grid run and score its best epoch on the test items; returns metrics.
+
+    Besides the test metrics: `val_cf_r2`, `val_cf_cosine` (collab_iu/cf_fit.py) and `val_cf_items` of the
+    best epoch's CF head over the validation items with a CF target, against targets prepared as for
+    training. None (null) without a CF head (image_only), for triplet (its head outputs embeddings, not CF
+    vectors) and, r2 and cosine only, when no validation item has a target (cf.cold_start: items 0).
+    cf_pretrain's final model has no CF head: its values are those of the pretraining stage's last epoch.
+    """
+    from collab_iu.stages import ensure_trainable
+
     spec = parse_run_key(spec) if isinstance(spec, str) else spec
     layout = dataset_layout(params, dataset, repo_root)
+    ensure_trainable(layout)  # a dataset prepared with prepare.cf_only has no images to train on
     params = params.for_dataset(layout.name)
     run_dir = layout.runs / spec.key
     config = run_config(params, spec, layout)
@@ -130,10 +142,10 @@ def train_run(
     write_json(model_info, run_dir / MODEL_JSON)
 
     with tracking.start_training(params, config, repo_root) as tracker:  # a no-op when W&B is off or failing
-        init, offset = None, 0
+        init, offset, pretrained = None, 0, None
         if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
             stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
-            train_model(
+            pretrained = train_model(
                 data, stage1, params.augment, run_dir / "pretrain", progress=progress,
                 on_epoch_end=tracker.epoch_logger(prefix="pretrain/"),
             )  # fmt: skip
@@ -156,6 +168,7 @@ def train_run(
             "best_epoch": summary["best_epoch"],
             "val_map": summary["best_val_map"],
             "labelled_train_items": summary["labelled_train_items"],
+            **{k: (pretrained or summary).get(k) for k in VAL_CF_KEYS},  # cf_pretrain: stage 1's head
         }
         write_json(metrics, run_dir / METRICS_JSON)  # before logging: a slow W&B upload cannot lose the run
         tracking.log_training_results(tracker, params, metrics, run_dir, layout, model_info)

@@ -3,8 +3,10 @@
 Inputs are `y_true` (items x labels, 0/1) and `scores` (same shape, higher = more
 likely). Average precision follows sklearn.metrics.average_precision_score: tied
 scores form one threshold, AP = sum over thresholds of (recall step) x precision.
-The headline metric is macro mAP over labels with at least one positive; the paper's
-significance protocol draws 50 resamples of 90 % of the test items without replacement.
+The headline metric is macro mAP over labels with at least one positive. Two kinds of
+test-item resamples: the paper's (50 resamples of 90 % of the items, without replacement,
+`bootstrap_indices`) and the ordinary bootstrap (items drawn with replacement, as counts,
+`resample_counts`), which measures test-set sampling error.
 """
 
 from __future__ import annotations
@@ -73,23 +75,26 @@ def _rank(y: np.ndarray, s: np.ndarray) -> _Ranking:
 
 
 def _masked_ap(r: _Ranking, masks: np.ndarray) -> np.ndarray:
-    """AP per (mask, label) over the items each mask keeps (masks: batch x items); nan without a kept positive.
+    """AP per (mask, label) over the items each mask keeps; nan without a kept positive.
 
-    Each kept positive contributes the precision at its tie group's end, i.e. at the
-    threshold equal to its score, counting kept items only.
+    masks: batch x items, bool (kept or not) or uint8 counts (an item drawn k times counts
+    k times, as in a dataset holding k copies of it). Each kept positive contributes the
+    precision at its tie group's end, i.e. at the threshold equal to its score, counting
+    kept items only.
     """
     batch = len(masks)
     kept_pos = masks[:, r.pos_item]
     tp = np.zeros((batch, len(r.pos_item) + 1), dtype=np.int64)
     np.cumsum(kept_pos, axis=1, out=tp[:, 1:])
     tp_end = tp[:, r.pos_last + 1] - tp[:, r.pos_first]
-    # int8 view: a bool -> int cumsum along the last axis is several times slower
-    seen = np.cumsum(masks[:, r.order].view(np.int8), axis=2, dtype=np.int32)
+    # int8/uint8 input: a bool -> int cumsum along the last axis is several times slower
+    ranked = masks[:, r.order]
+    seen = np.cumsum(ranked.view(np.int8) if ranked.dtype == bool else ranked, axis=2, dtype=np.int32)
     seen_end = seen[:, r.pos_label, r.pos_end]
     precision = np.where(kept_pos, tp_end / np.maximum(seen_end, 1), 0.0)
     ap = np.full((batch, r.n_labels), np.nan)
     if len(r.labels):
-        total = np.add.reduceat(precision, r.starts, axis=1)
+        total = np.add.reduceat(precision * kept_pos, r.starts, axis=1)
         positives = np.add.reduceat(kept_pos, r.starts, axis=1, dtype=np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
             ap[:, r.labels] = np.where(positives > 0, total / positives, np.nan)
@@ -194,6 +199,21 @@ def bootstrap_indices(n_items: int, n_resamples: int = 50, fraction: float = 0.9
     return np.sort(draws[:, :m], axis=1)
 
 
+def resample_counts(n_items: int, n_resamples: int, seed: int = 0) -> np.ndarray:
+    """The ordinary bootstrap: n_items draws with replacement per resample, as counts (n_resamples x n_items, uint8).
+
+    Depends only on (n_items, n_resamples, seed), so every model scored on the same test
+    items gets the same resamples. An item drawn more than 255 times (only possible for
+    tiny test sets) is capped at 255.
+    """
+    if n_items < 1 or n_resamples < 1:
+        raise ValueError(f"need at least one item and one resample, got n_items={n_items}, n_resamples={n_resamples}")
+    draws = np.random.default_rng(seed).integers(0, n_items, size=(n_resamples, n_items))
+    flat = (np.arange(n_resamples)[:, None] * n_items + draws).ravel()
+    counts = np.bincount(flat, minlength=n_resamples * n_items).reshape(n_resamples, n_items)
+    return np.minimum(counts, 255).astype(np.uint8)
+
+
 def bootstrap_map(
     y_true: np.ndarray,
     scores: np.ndarray,
@@ -201,17 +221,30 @@ def bootstrap_map(
     fraction: float = 0.9,
     seed: int = 0,
     indices: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """Macro mAP of every resample (shape n_resamples), labels without a positive in a resample excluded.
 
-    `indices` (resamples x items, e.g. from `bootstrap_indices`) overrides n_resamples,
-    fraction and seed. Items are ranked once per label; each resample keeps a mask over
+    `indices` (resamples x items without repeats, e.g. from `bootstrap_indices`) or `counts`
+    (resamples x items, how often each item was drawn, e.g. from `resample_counts`) override
+    n_resamples, fraction and seed. Items are ranked once per label; each resample weights
     that ranking, so a tie group's threshold counts only the resample's items.
     """
     y, s = _check(y_true, scores)
     n_items, n_labels = y.shape
-    if indices is None:
-        indices = bootstrap_indices(n_items, n_resamples, fraction, seed)
+    if counts is not None:
+        masks = _check_counts(counts, n_items)
+    else:
+        masks = _indices_to_masks(bootstrap_indices(n_items, n_resamples, fraction, seed) if indices is None else indices, n_items)
+    ranking = _rank(y, s)
+    batch = max(1, _BATCH_ELEMENTS // max(1, n_items * n_labels))
+    out = np.empty(len(masks))
+    for start in range(0, len(masks), batch):
+        out[start : start + batch] = _mean_over_labels(_masked_ap(ranking, masks[start : start + batch]))
+    return out
+
+
+def _indices_to_masks(indices: np.ndarray, n_items: int) -> np.ndarray:
     indices = np.asarray(indices)
     if indices.ndim != 2 or not np.issubdtype(indices.dtype, np.integer):
         raise ValueError("indices must be a 2-D integer array (resamples x items)")
@@ -221,12 +254,14 @@ def bootstrap_map(
     masks[np.arange(len(indices))[:, None], indices] = True
     if (masks.sum(axis=1) != indices.shape[1]).any():
         raise ValueError("a resample repeats an item; resamples are drawn without replacement")
-    ranking = _rank(y, s)
-    batch = max(1, _BATCH_ELEMENTS // max(1, n_items * n_labels))
-    out = np.empty(len(indices))
-    for start in range(0, len(indices), batch):
-        out[start : start + batch] = _mean_over_labels(_masked_ap(ranking, masks[start : start + batch]))
-    return out
+    return masks
+
+
+def _check_counts(counts: np.ndarray, n_items: int) -> np.ndarray:
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[1] != n_items or counts.dtype != np.uint8:
+        raise ValueError(f"counts must be a uint8 array of shape (resamples, {n_items}), got {counts.dtype} {counts.shape}")
+    return counts
 
 
 def confidence_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:

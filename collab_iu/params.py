@@ -108,6 +108,7 @@ class PrepareParams(_Group):
     drop_rare_labels: bool = False  # False: labels with too few items to split are fatal
     check_images: bool = True  # decode every image (False: only check that the files exist)
     workers: int = Field(2, ge=1)  # image-checking threads
+    cf_only: bool = False  # True: images not needed; prepared for the CF diagnosis only (cache and training refuse it)
 
 
 class SplitParams(_Group):
@@ -188,7 +189,7 @@ class TrainParams(_Group):
     milestones: list[int] = []  # schedule: multistep, decay x step_gamma at these epochs
     step_gamma: float = Field(0.1, gt=0, le=1)
     label_weight: float = Field(1.0, ge=0)
-    cf_weight: float = Field(2.0, ge=0)  # a grid run takes its own from experiment.cf_weights
+    cf_weight: float = Field(8.0, ge=0)  # a grid run takes its own from experiment.cf_weights
     cf_loss: Literal["exp", "mse", "cosine", "triplet"] = "mse"  # with_cf's CF loss; the method `triplet` sets triplet
     confidence: Literal["uniform", "num_interactions", "loss_based"] = "uniform"  # with_cf's; variants are methods
     triplet_margin: float = Field(0.2, gt=0)  # the triplet method's margin (on L2-normalised CF-head outputs)
@@ -244,15 +245,16 @@ class ExperimentParams(_Group):
 
     family: str = "main"  # main: methods x label_ratios x cf_weights below; else a name in families
     methods: list[Method] = ["image_only", "with_cf"]
-    label_ratios: list[float] = [0.05, 0.2, 1.0]
-    cf_weights: list[float] = [2.0]  # for the methods that use CF (image_only always has 0)
+    label_ratios: list[float] = [0.05, 1.0]
+    cf_weights: list[float] = [8.0]  # for the methods that use CF (image_only always has 0)
     families: dict[str, GridFamily] = Field(default_factory=_paper_families)
-    seeds: list[int] = [0, 1, 2]
+    seeds: list[int] = [0, 1, 2, 3]
     pretrain_epochs: int = Field(10, ge=1)  # cf_pretrain: epochs on the CF target before the label epochs
     workers: int = Field(2, ge=1)  # runs trained in parallel on the CPU (one process each)
-    bootstrap_resamples: int = Field(50, ge=10)
+    significance_resamples: int = Field(200, ge=20)  # with-replacement resamples of the test items (valid test)
+    bootstrap_resamples: int = Field(50, ge=10)  # the paper's test, for comparison only
     bootstrap_fraction: float = Field(0.9, gt=0, le=1)
-    bootstrap_seed: int = 0
+    bootstrap_seed: int = 0  # seeds both kinds of resamples
 
     @model_validator(mode="after")
     def _valid_grid(self) -> ExperimentParams:

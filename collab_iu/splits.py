@@ -4,7 +4,9 @@ The split stratifies by label (iterative stratification for multi-label data) an
 re-drawn until every label has `min_items_per_label` items in train and in test.
 Only labelled items with an image can be evaluated, so only they go to validation and
 test; every other item (unlabelled, or without an image) is a training item that the
-CF loss or the CF fit still uses.
+CF loss or the CF fit still uses. A dataset prepared for the CF diagnosis only
+(prepare.cf_only) is split with `require_images=False`: every labelled item can be evaluated
+(by the CF label probe).
 """
 
 from __future__ import annotations
@@ -55,21 +57,29 @@ def _stratified_assign(y: np.ndarray, fractions: np.ndarray, rng: np.random.Gene
     return assigned
 
 
-def make_split(items: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
+def evaluable_items(items: pd.DataFrame, require_images: bool = True) -> np.ndarray:
+    """Items that can go to validation and test: labelled, with an image unless `require_images` is False."""
+    labelled = np.array([bool(x) for x in items["labels"]], dtype=bool)
+    return (labelled & items["image"].notna().to_numpy()) if require_images else labelled
+
+
+def make_split(items: pd.DataFrame, params: SplitParams, require_images: bool = True) -> pd.DataFrame:
     """Assign every item to train/val/test; returns DataFrame(item_id, split).
 
+    Stratifies the labelled items with images (every labelled item when `require_images` is False).
     Raises SplitError, naming the labels, when no draw gives every label
     `params.min_items_per_label` items in both train and test.
     """
-    evaluable = items["image"].notna().to_numpy() & np.array([bool(x) for x in items["labels"]])
+    evaluable = evaluable_items(items, require_images)
     vocabulary = label_vocabulary(items.loc[evaluable, "labels"])
     y = label_matrix(items.loc[evaluable, "labels"], vocabulary)
     totals = y.sum(0)
     need = params.min_items_per_label
     impossible = [f"{vocabulary[j]!r} ({int(totals[j])} items)" for j in np.flatnonzero(totals < 2 * need)]
     if impossible:
+        which = "labelled items with images" if require_images else "labelled items"
         raise SplitError(
-            f"labels with fewer than {2 * need} labelled items with images cannot have "
+            f"labels with fewer than {2 * need} {which} cannot have "
             f"split.min_items_per_label={need} in both train and test: {', '.join(impossible)}"
         )
     fractions = np.array([params.train, params.val, params.test])
@@ -92,12 +102,12 @@ def make_split(items: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
     return pd.DataFrame({"item_id": items["item_id"].to_numpy(), "split": split})
 
 
-def split_summary(items: pd.DataFrame, splits: pd.DataFrame) -> dict:
+def split_summary(items: pd.DataFrame, splits: pd.DataFrame, require_images: bool = True) -> dict:
     """Item and per-label counts per split (for the stage report and checks)."""
     merged = items.merge(splits, on="item_id", validate="one_to_one")
     out: dict = {"items": {s: int((merged["split"] == s).sum()) for s in SPLITS}, "label_counts": {}}
-    labelled = merged["labels"].map(bool) & merged["image"].notna()
-    out["labelled_train_items"] = int((labelled & (merged["split"] == "train")).sum())
+    labelled = evaluable_items(merged, require_images)
+    out["labelled_train_items"] = int((labelled & (merged["split"] == "train").to_numpy()).sum())
     for s in SPLITS:
         counts: dict[str, int] = {}
         for labels in merged.loc[merged["split"] == s, "labels"]:

@@ -16,6 +16,7 @@ import pandas as pd
 from collab_iu import tracking
 from collab_iu.atomic import atomic_dir, write_json
 from collab_iu.cf import build_cf
+from collab_iu.dataset import CFOnlyDatasetError
 from collab_iu.image_cache import build_image_cache
 from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.params import IMPORTED_SOURCES, Params
@@ -73,6 +74,36 @@ def load_prepared(layout: DatasetLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
     return items, interactions
 
 
+def _shown(path: Path) -> Path:
+    """`path` relative to the working directory when it lies below it (messages), else as is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def is_cf_only(layout: DatasetLayout) -> bool:
+    """Whether the prepared dataset is for the CF diagnosis only (prepared with prepare.cf_only: true)."""
+    path = layout.prepared / REPORT
+    return path.exists() and bool(read_report(layout.prepared).get("cf_only", False))
+
+
+def ensure_trainable(layout: DatasetLayout) -> None:
+    """Raise CFOnlyDatasetError, naming the dataset and the option, when it was prepared for the CF diagnosis only.
+
+    The image cache and every training run call this first (CLI, Dagster and DVC alike).
+    """
+    if not is_cf_only(layout):
+        return
+    name = layout.name
+    raise CFOnlyDatasetError(
+        f"dataset {name!r} was prepared for the CF diagnosis only (prepare.cf_only: true), and training needs "
+        f"images: the image cache and training refuse it. Its CF diagnosis (label probe vs popularity) is in "
+        f"{_shown(layout.cf / REPORT)} (`collab-iu cf --dataset {name}`). To train, give its items images, set "
+        f"prepare.cf_only: false and run `collab-iu prepare --dataset {name}` again."
+    )
+
+
 def load_splits(layout: DatasetLayout) -> pd.DataFrame:
     path = layout.split / "splits.parquet"
     if not path.exists():
@@ -101,7 +132,7 @@ def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | No
     elif source in IMPORTED_SOURCES:
         report["imported"] = import_dataset(params, layout.name, repo_root)
         kept = report["imported"]["kept"]
-        if not kept["images"] and kept.get("image_urls"):
+        if not kept["images"] and kept.get("image_urls") and not params.prepare.cf_only:
             raise FileNotFoundError(
                 f"dataset {layout.name!r} has no images yet, only {kept['image_urls']} image URLs: "
                 f"run `collab-iu fetch-images --dataset {layout.name}` first"
@@ -122,8 +153,9 @@ def run_split(params: Params, dataset: str | None = None, repo_root: Path | None
     layout = dataset_layout(params, dataset, repo_root)
     params = params.for_dataset(layout.name)
     items, _ = load_prepared(layout)
-    splits = make_split(items, params.split)
-    report = {"dataset": layout.name, **split_summary(items, splits)}
+    require_images = not is_cf_only(layout)  # a CF-only dataset: every labelled item can be evaluated
+    splits = make_split(items, params.split, require_images)
+    report = {"dataset": layout.name, "cf_only": not require_images, **split_summary(items, splits, require_images)}
     with atomic_dir(layout.split) as tmp:
         splits.to_parquet(tmp / "splits.parquet", index=False)
         write_json(report, tmp / REPORT)
@@ -146,8 +178,12 @@ def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = 
 
 
 def run_cache(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
-    """Decode and resize every image once into `cache/images.npy` with its item-id index."""
+    """Decode and resize every image once into `cache/images.npy` with its item-id index.
+
+    Raises CFOnlyDatasetError for a dataset prepared for the CF diagnosis only.
+    """
     layout = dataset_layout(params, dataset, repo_root)
+    ensure_trainable(layout)
     params = params.for_dataset(layout.name)
     items, _ = load_prepared(layout)
     folder = source_folder(params, layout, repo_root)

@@ -72,12 +72,18 @@ class Tracker:
             except Exception:
                 pass
 
-    def log(self, values: dict, step: int | None = None) -> None:
-        self._call("log", lambda run, wb: run.log(dict(values), step=step))
+    def log(self, values: dict, step: int | None = None, commit: bool | None = None) -> None:
+        self._call("log", lambda run, wb: run.log(dict(values), step=step, commit=commit))
 
     def epoch_logger(self, prefix: str = "", offset: int = 0) -> Callable[[dict], None]:
-        """An `on_epoch_end` hook for train_model: logs the epoch's record at step offset + epoch."""
-        return lambda record: self.log({prefix + k: v for k, v in record.items()}, step=offset + record["epoch"])
+        """An `on_epoch_end` hook for train_model: logs the epoch's record at step offset + epoch.
+
+        Committed at once: W&B would otherwise hold the last epoch's row until the run finishes, and its
+        values would then replace the best epoch's (`val_map`, `val_cf_r2`, ...) set by `summary`.
+        """
+        return lambda record: self.log(
+            {prefix + k: v for k, v in record.items()}, step=offset + record["epoch"], commit=True
+        )
 
     def summary(self, values: dict) -> None:
         self._call("summary", lambda run, wb: run.summary.update(dict(values)))
@@ -329,7 +335,13 @@ def log_evaluation(params: Params, result: dict, repo_root: Path | None = None) 
             return
         summary = result["summary"]
         tracker.summary(
-            {"n_test_items": summary["n_test_items"], "n_labels": summary["n_labels"], "headline": result["headline"] or {}}
+            {
+                "n_test_items": summary["n_test_items"],
+                "n_labels": summary["n_labels"],
+                "headline": result["headline"] or {},
+                "selection": summary["selection"],
+                "cf_label_probe": summary.get("cf_label_probe") or {},
+            }
         )
         table = result["table"]
         tracker.table("results", [str(c) for c in table.columns], table.astype(object).values.tolist())

@@ -3,7 +3,9 @@
 A run reads the image cache, the split, the CF vectors and a label-ratio mask, trains
 `MultitaskModel` with `label_weight * L_label + cf_weight * L_cf`, keeps the epoch with
 the best validation mAP (never the test set) and writes a checkpoint every epoch, so an
-interrupted run resumes where it stopped and ends with the same weights.
+interrupted run resumes where it stopped and ends with the same weights. Each epoch also
+records how well the CF head predicts the validation items' CF vectors (`val_cf_r2`,
+`val_cf_cosine`: collab_iu/cf_fit.py), from the same forward pass as the validation mAP.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from collab_iu.atomic import atomic_file, write_json
 from collab_iu.augment import BatchAugment, eval_transform
+from collab_iu.cf_fit import cf_fit_quality
 from collab_iu.dataset import label_matrix, label_vocabulary
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout
@@ -33,6 +36,7 @@ from collab_iu.splits import label_ratio_mask
 
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume (model, optimiser, scheduler, RNG, history)
 BEST = "best.pt"  # the state_dict of the epoch with the best validation mAP
+VAL_CF_KEYS = ("val_cf_r2", "val_cf_cosine", "val_cf_items")  # how well the CF head predicts validation CF vectors
 
 
 @dataclass
@@ -48,6 +52,8 @@ class TrainingData:
     cf_confidence: np.ndarray  # float32 n_train, 0 = no CF target
     val_rows: np.ndarray
     val_labels: np.ndarray
+    val_cf_target: np.ndarray  # float32 n_val x D, prepared like cf_target (zero where there is no target)
+    val_has_cf: np.ndarray  # bool n_val: the item has a CF target (never under cf.cold_start)
     co_interactions: CoInteractions | None = None  # the triplet loss's positives (cf_loss: triplet)
 
 
@@ -74,13 +80,10 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
     train = np.flatnonzero(is_train & has_image)
     val = np.flatnonzero((split == "val") & has_image)
 
-    target = vectors[train].astype(np.float32)
-    has_cf = counts[train] > 0
-    if params.train.standardize_cf and has_cf.any():
-        # one scale for all dimensions keeps the vectors' geometry: strong (label-like) directions stay strong
-        mean = target[has_cf].mean(0)
-        std = float(np.sqrt(target[has_cf].var(0).mean())) + 1e-6
-        target = np.where(has_cf[:, None], (target - mean) / std, 0.0).astype(np.float32)
+    has_target = counts > 0
+    has_cf = has_target[train]
+    mean, scale = cf_scaling(vectors[train][has_cf], params.train.standardize_cf)
+    target = cf_targets(vectors[train], has_cf, mean, scale)
     train_labels = np.where(keep_labels[train][:, None], y[train], 0.0).astype(np.float32)
     if params.train.confidence == "loss_based":
         raw = loss_based_raw(target, train_labels, keep_labels[train], has_cf, seed)
@@ -100,8 +103,25 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
         cf_confidence=np.where(has_cf, confidence, 0.0).astype(np.float32),
         val_rows=rows[val],
         val_labels=y[val],
+        val_cf_target=cf_targets(vectors[val], has_target[val], mean, scale),
+        val_has_cf=has_target[val],
         co_interactions=co,
     )
+
+
+def cf_scaling(train_vectors: np.ndarray, standardize: bool) -> tuple[np.ndarray | float, float]:
+    """The CF targets' centre and one overall scale, from the training items' vectors (0 and 1 when not
+    standardising). One scale for all dimensions keeps the vectors' geometry: strong (label-like) directions
+    stay strong."""
+    if not standardize or not len(train_vectors):
+        return 0.0, 1.0
+    v = train_vectors.astype(np.float32)
+    return v.mean(0), float(np.sqrt(v.var(0).mean())) + 1e-6
+
+
+def cf_targets(vectors: np.ndarray, has_cf: np.ndarray, mean: np.ndarray | float, scale: float) -> np.ndarray:
+    """CF targets as the CF head learns them: (vector - mean) / scale, 0 for items without a target (float32)."""
+    return np.where(has_cf[:, None], (vectors.astype(np.float32) - mean) / scale, 0.0).astype(np.float32)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,16 +156,38 @@ def _to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> to
 
 
 @torch.no_grad()
+def predict_outputs(
+    model: MultitaskModel, images: np.ndarray, rows: np.ndarray, size: int, device: torch.device, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Label probabilities (n x L) and CF-head outputs (n x D; None without a CF head) for cached images,
+    from pixels only, in one pass."""
+    model.eval()
+    scores, cf = [], []
+    for start in range(0, len(rows), batch_size):
+        x = eval_transform(_to_device(images, rows[start : start + batch_size], device), size)
+        out = model(x)
+        scores.append(torch.sigmoid(out["label_logits"].float()).cpu().numpy())
+        if "cf" in out:
+            cf.append(out["cf"].float().cpu().numpy())
+    if not scores:
+        return np.zeros((0, model.label_head.out_features), np.float32), None
+    return np.concatenate(scores), (np.concatenate(cf) if cf else None)
+
+
 def predict_scores(
     model: MultitaskModel, images: np.ndarray, rows: np.ndarray, size: int, device: torch.device, batch_size: int = 256
 ) -> np.ndarray:
     """Label probabilities (n x L) for cached images, from pixels only."""
-    model.eval()
-    out = []
-    for start in range(0, len(rows), batch_size):
-        x = eval_transform(_to_device(images, rows[start : start + batch_size], device), size)
-        out.append(torch.sigmoid(model(x)["label_logits"].float()).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.label_head.out_features), np.float32)
+    return predict_outputs(model, images, rows, size, device, batch_size)[0]
+
+
+def val_cf_fit(data: TrainingData, cf_pred: np.ndarray | None) -> dict[str, float | int | None]:
+    """{"val_cf_r2", "val_cf_cosine", "val_cf_items"} of the CF head over the validation items with a target
+    (collab_iu.cf_fit.cf_fit_quality); all None without predictions to compare (no CF head, or a triplet head)."""
+    if cf_pred is None:
+        return dict.fromkeys(VAL_CF_KEYS)
+    quality = cf_fit_quality(cf_pred[data.val_has_cf], data.val_cf_target[data.val_has_cf])
+    return {f"val_cf_{k}": v for k, v in quality.items()}
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -259,11 +301,14 @@ def train_model(
         seconds = time.perf_counter() - start
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        val_map, _ = macro_map(data.val_labels, predict_scores(model, data.images, data.val_rows, size, device))
+        val_scores, val_cf = predict_outputs(model, data.images, data.val_rows, size, device)
+        val_map, _ = macro_map(data.val_labels, val_scores)
+        fit = val_cf_fit(data, None if triplet else val_cf)  # triplet outputs are embeddings, not CF vectors
         record = {
             "epoch": epoch + 1,
             **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()},
             "val_map": float(val_map),
+            **{k: v for k, v in fit.items() if k != "val_cf_items" and v is not None},
             "lr": lr,
             "images_per_s": seen / seconds if seconds else 0.0,
         }
@@ -285,6 +330,7 @@ def train_model(
     summary = {
         "best_epoch": state["best_epoch"],
         "best_val_map": state["best_map"],
+        **_best_cf_fit(state, data, measured=cf_dim > 0 and not triplet),
         "epochs": params.epochs,
         "history": state["history"],
         "vocabulary": data.vocabulary,
@@ -294,6 +340,15 @@ def train_model(
     }
     write_json(summary, out_dir / "train.json")
     return summary
+
+
+def _best_cf_fit(state: dict, data: TrainingData, measured: bool) -> dict[str, float | int | None]:
+    """The val_cf_* values of the best epoch (best.pt), from its history record (None where not recorded)."""
+    if not measured:
+        return dict.fromkeys(VAL_CF_KEYS)
+    best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] > 0 else {}
+    return {"val_cf_r2": best.get("val_cf_r2"), "val_cf_cosine": best.get("val_cf_cosine"),
+            "val_cf_items": int(data.val_has_cf.sum())}  # fmt: skip
 
 
 def _split_outputs(outputs: dict[str, torch.Tensor], n: int) -> tuple[dict, dict]:

@@ -86,10 +86,44 @@ def _image_problems(folder: Path, items: pd.DataFrame, decode: bool, workers: in
     return reasons
 
 
+def _label_problems(
+    vocabulary: list[str], counts: Counter, rare: dict[str, int], file: str, params: PrepareParams, min_items: int
+) -> list[TableProblem]:
+    """A non-empty vocabulary, every label splittable; `counts` are over the items that can be evaluated."""
+    needed = 2 * min_items
+    if not counts:
+        if params.cf_only:
+            return [TableProblem(file, "empty label vocabulary: no item has a label")]
+        message = "empty label vocabulary: no item with a usable image has a label"
+        if vocabulary:  # labelled items exist, without images: the CF diagnosis still works
+            message += (
+                "; without images, prepare.cf_only: true prepares the dataset for the CF diagnosis only "
+                "(do the interactions carry label information?)"
+            )
+        return [TableProblem(file, message)]
+    if params.drop_rare_labels and len(rare) == len(vocabulary):
+        usable = "labelled items" if params.cf_only else "labelled items with usable images"
+        return [TableProblem(file, f"empty label vocabulary: no label has {needed} {usable}")]
+    if rare and not params.drop_rare_labels:
+        listed = ", ".join(f"{k!r} ({v})" for k, v in sorted(rare.items(), key=lambda kv: kv[1]))
+        which = "labelled items" if params.cf_only else "labelled items with images"
+        return [
+            TableProblem(
+                file,
+                f"{len(rare)} label(s) have fewer than {needed} {which}, too few to put "
+                f"split.min_items_per_label={min_items} in both train and test: {listed} "
+                "(set prepare.drop_rare_labels to drop them)",
+            )
+        ]
+    return []
+
+
 def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_label: int) -> ValidatedDataset:
     """Check a dataset folder and return its cleaned tables, or raise DatasetError listing every fatal problem.
 
     A label needs `2 * min_items_per_label` labelled items with images (that many in train and in test).
+    With `params.cf_only` (the CF diagnosis of a dataset without enough images) images are optional:
+    labels are counted over every labelled item and missing images are never fatal.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -102,14 +136,14 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
     problems += _check_interactions(inter, inter_file)
     report: dict = {"source": str(folder), "files": files, "filtered": {}}
 
-    # images: escaping paths are fatal; missing/undecodable ones are tolerable up to a share
+    # images: escaping paths are fatal; missing/undecodable ones are tolerable up to a share (any share with cf_only)
     reasons = _image_problems(folder, items, params.check_images, params.workers)
     escaping = sorted(r for r, why in reasons.items() if why == "escapes")
     if escaping:
         problems.append(TableProblem(items_file, "image path escapes the dataset folder", rows=escaping))
     bad = {r: why for r, why in reasons.items() if why != "escapes"}
     with_image = int(items["image"].notna().sum())
-    if with_image and len(bad) / with_image > params.max_bad_image_fraction:
+    if not params.cf_only and with_image and len(bad) / with_image > params.max_bad_image_fraction:
         problems.append(
             TableProblem(
                 items_file,
@@ -131,28 +165,15 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
                 rows=_rows(unknown),
             )
         )
-    # labels: a non-empty vocabulary, every label splittable (counted over items whose image is usable)
-    usable = items["image"].notna().to_numpy() & ~np.isin(np.arange(len(items)), list(reasons))
+    # labels: a non-empty vocabulary, every label splittable (counted over items whose image is usable,
+    # or over every item when the dataset is prepared for the CF diagnosis only)
+    usable = np.ones(len(items), dtype=bool)
+    if not params.cf_only:
+        usable = items["image"].notna().to_numpy() & ~np.isin(np.arange(len(items)), list(reasons))
     counts = Counter(label for labels in items.loc[usable, "labels"] for label in labels)
-    vocabulary = label_vocabulary(items["labels"])
-    needed = 2 * min_items_per_label
-    rare = {label: counts.get(label, 0) for label in vocabulary if counts.get(label, 0) < needed}
-    if not counts or (params.drop_rare_labels and len(rare) == len(vocabulary)):
-        problems.append(
-            TableProblem(items_file, f"empty label vocabulary: no label has {needed} labelled items with usable images")
-            if counts
-            else TableProblem(items_file, "empty label vocabulary: no item with a usable image has a label")
-        )
-    elif rare and not params.drop_rare_labels:
-        listed = ", ".join(f"{k!r} ({v})" for k, v in sorted(rare.items(), key=lambda kv: kv[1]))
-        problems.append(
-            TableProblem(
-                items_file,
-                f"{len(rare)} label(s) have fewer than {needed} labelled items with images, too few to put "
-                f"split.min_items_per_label={min_items_per_label} in both train and test: {listed} "
-                "(set prepare.drop_rare_labels to drop them)",
-            )
-        )
+    labels, needed = label_vocabulary(items["labels"]), 2 * min_items_per_label
+    rare = {label: counts.get(label, 0) for label in labels if counts.get(label, 0) < needed}
+    problems += _label_problems(labels, counts, rare, items_file, params, min_items_per_label)
     if problems:
         raise DatasetError(folder, problems)
 
@@ -184,6 +205,7 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
     n_interactions = inter.groupby("item_id").size()
     n_labelled = int(sum(bool(x) for x in items["labels"]))
     report |= {
+        "cf_only": params.cf_only,
         "items": len(items),
         "items_with_image": int(items["image"].notna().sum()),
         "labelled_items": n_labelled,

@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 DATA_ASSETS = ["catalogue", "splits", "cf_embeddings", "image_cache"]
+CF_ASSETS = ["catalogue", "splits", "cf_embeddings"]  # the CF diagnosis of a dataset prepared with prepare.cf_only
 
 
 def run_pipeline(dataset: str, run_keys: list[str], workers: int = 2, report: Callable[[str], None] = print) -> None:
@@ -33,6 +34,12 @@ def run_pipeline(dataset: str, run_keys: list[str], workers: int = 2, report: Ca
             report(f"[train {done}/{len(run_keys)}] {key}{score}")
         pool.submit(_materialize, ["evaluation"], dataset).result()
         report(f"[evaluate] evaluation materialised for {dataset}")
+
+
+def run_assets(dataset: str, assets: list[str]) -> None:
+    """Materialise `assets` of `dataset` in one Dagster run, in a spawned worker process."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        pool.submit(_materialize, assets, dataset).result()
 
 
 def _limit_threads(threads: int) -> None:

@@ -13,22 +13,24 @@ from helpers import held_out_items, tiny_params_tree
 from sklearn.metrics import average_precision_score
 
 from collab_iu.dataset import label_matrix
-from collab_iu.evaluate import CELL_COLUMNS, OUTPUTS, format_table, run_evaluation
+from collab_iu.evaluate import CELL_COLUMNS, OUTPUTS, SELECTED, format_table, run_evaluation
 from collab_iu.grid import grid_runs
 from collab_iu.layout import dataset_layout
 from collab_iu.metrics import evaluate_scores
 from collab_iu.params import params_from_dict
 from collab_iu.stages import load_prepared, run_cache, run_cf, run_prepare, run_split
+from collab_iu.stats import significance_mark
 
 EXPERIMENT = {
     "methods": ["image_only", "with_cf"],
     "label_ratios": [0.2, 1.0],
     "cf_weights": [1.0],
-    "seeds": [0, 1],
+    "seeds": [0, 1, 2, 3],
     "bootstrap_resamples": 20,
 }
 NOISE = {"image_only": 0.9, "with_cf": 0.45, "cf_pretrain": 0.7}  # with_cf's scores are clearly better
 SHUFFLED_RUN = "with_cf-r1-w1-s1"  # written with its test items in another order
+IMAGE_ONLY_WINS_ON_VAL = {"image_only-r0.2-w0-s1"}  # every other (ratio, seed): with_cf has the better val mAP
 
 
 def _params(root, **experiment):
@@ -68,8 +70,10 @@ def _write_fake_runs(params, layout):
             "cf_weight": spec.cf_weight,
             "seed": spec.seed,
             "best_epoch": 3,
-            "val_map": 0.5,
+            "val_map": 0.7 if spec.key in IMAGE_ONLY_WINS_ON_VAL else 0.6 if spec.method == "with_cf" else 0.5,
             "labelled_train_items": 10,
+            "val_cf_r2": 0.25 if spec.method == "with_cf" else None,
+            "val_cf_cosine": 0.5 if spec.method == "with_cf" else None,
         }
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
@@ -133,8 +137,9 @@ def test_results_csv_has_one_row_per_cell(evaluated):
     cells = set(zip(csv["method"], csv["label_ratio"], csv["cf_weight"]))
     expected = {(m, r, 0.0) for m in ("image_only", "random", "popularity") for r in (0.2, 1.0)}
     expected |= {("with_cf", r, 1.0) for r in (0.2, 1.0)}
+    expected |= {(SELECTED, r, 0.0) for r in (0.2, 1.0)}
     assert cells == expected and len(csv) == len(expected)
-    assert (csv["n_seeds"] == 2).all()
+    assert (csv["n_seeds"] == 4).all()
     assert (csv["dataset"] == "synthetic").all()
     assert isinstance(result["table"], pd.DataFrame) and len(result["table"]) == len(csv)
     assert (csv["map_ci_low"] <= csv["map_ci_high"]).all()
@@ -146,21 +151,31 @@ def test_summary_is_strict_json_with_headline(evaluated):
     ids, _, _ = held_out_items(layout)
     assert summary["dataset"] == "synthetic"
     assert summary["n_test_items"] == len(ids)
-    assert summary["bootstrap"]["resamples"] == 20
-    assert summary["bootstrap"]["items_per_resample"] == round(0.9 * len(ids))
-    assert len(summary["cells"]) == 8
+    assert summary["paper_test"]["resamples"] == 20
+    assert summary["paper_test"]["items_per_resample"] == round(0.9 * len(ids))
+    assert summary["significance"]["resamples"] == 200
+    assert len(summary["cells"]) == 10
     assert set(summary["cells"][0]) == set(CELL_COLUMNS)
     baseline = next(c for c in summary["cells"] if c["method"] == "image_only")
-    assert baseline["improvement"] is None and baseline["p_bootstrap"] is None  # NaN becomes null
+    assert baseline["improvement"] is None and baseline["p_value"] is None  # NaN becomes null
     head = summary["headline"]
-    assert set(head) >= {"lowest_label_ratio", "with_cf_map", "image_only_map", "improvement", "p_bootstrap", "p_seeds"}
-    assert head["lowest_label_ratio"] == 0.2
+    assert set(head) >= {"lowest_label_ratio", "with_cf_map", "image_only_map", "improvement", "p_value", "p_paper", "p_seeds"}
+    assert head["method"] == SELECTED and head["lowest_label_ratio"] == 0.2 and head["n_seeds"] == 4
+    assert head["selected_cf_weights"] == "s0:1 s1:0 s2:1 s3:1"
     assert head["improvement"] == pytest.approx(head["with_cf_map"] / head["image_only_map"] - 1)
-    assert head["improvement"] > 0
+    assert head["improvement_ci_low"] <= head["improvement"] <= head["improvement_ci_high"]
     assert result["headline"] == head
+    assert summary["selection"] == [
+        {"label_ratio": 0.2, "candidates": [0.0, 1.0], "selected": {"0": 1.0, "1": 0.0, "2": 1.0, "3": 1.0}},
+        {"label_ratio": 1.0, "candidates": [0.0, 1.0], "selected": {"0": 1.0, "1": 1.0, "2": 1.0, "3": 1.0}},
+    ]
     runs = summary["runs"]
     assert sorted(r["run_key"] for r in runs) == sorted(s.key for s in grid_runs(evaluated[0]))
-    assert all(r["best_epoch"] == 3 and r["val_map"] == 0.5 for r in runs)
+    assert all(r["best_epoch"] == 3 for r in runs)
+    assert all(r["val_cf_r2"] == (0.25 if r["method"] == "with_cf" else None) for r in runs)
+    assert summary["cf_label_probe"]["probe_map"] > 0
+    with_cf = next(c for c in summary["cells"] if c["method"] == "with_cf")
+    assert with_cf["val_cf_r2"] == 0.25 and with_cf["val_cf_cosine"] == 0.5 and with_cf["val_map"] == 0.6
 
 
 def test_seed_mean_map_matches_an_independent_recomputation(evaluated):
@@ -203,9 +218,45 @@ def test_clearly_better_method_is_significant(evaluated):
     for ratio in (0.2, 1.0):
         row = _cell(result["table"], "with_cf", ratio)
         assert row["improvement"] > 0
-        assert row["p_bootstrap"] < 0.05
+        assert row["p_value"] < 0.05 and row["p_paper"] < 0.05
         assert row["mark"] in ("*", "**")
         assert 0 <= row["p_seeds"] <= 1
+        assert 0 < row["improvement_ci_low"] <= row["improvement"] <= row["improvement_ci_high"]
+
+
+def test_marks_come_from_the_valid_test_only(evaluated):
+    table = evaluated[2]["table"]
+    compared = table[table["p_value"].notna()]
+    assert len(compared) == 8  # every row but image_only's two
+    assert [significance_mark(p) for p in compared["p_value"]] == list(compared["mark"])
+
+
+def test_val_selected_row_is_the_chosen_runs_on_test(evaluated):
+    _, _, result = evaluated
+    table = result["table"]
+    # at ratio 1.0 with_cf won validation for every seed: the selected row is with_cf's
+    assert _cell(table, SELECTED, 1.0)["map_mean"] == pytest.approx(_cell(table, "with_cf", 1.0)["map_mean"])
+    assert _cell(table, SELECTED, 1.0)["selected_cf_weights"] == "s0:1 s1:1 s2:1 s3:1"
+    # at 0.2, seed 1 chose image_only, the other seeds with_cf
+    runs = {r["run_key"]: r["test_map"] for r in result["summary"]["runs"]}
+    chosen = ["with_cf-r0.2-w1-s0", "image_only-r0.2-w0-s1", "with_cf-r0.2-w1-s2", "with_cf-r0.2-w1-s3"]
+    expected = np.mean([runs[key] for key in chosen])
+    assert _cell(table, SELECTED, 0.2)["map_mean"] == pytest.approx(expected)
+
+
+def test_selection_never_reads_test_scores(evaluated, copied):
+    """Test scores made worthless (with_cf) or perfect (image_only) change test mAP, never the selection."""
+    params, layout = copied
+    _, labels, vocabulary = held_out_items(layout)
+    for spec in grid_runs(params):
+        run_dir = layout.runs / spec.key
+        ids = pd.read_parquet(run_dir / "test_items.parquet")["item_id"]
+        truth = label_matrix(labels.set_axis(held_out_items(layout)[0]).loc[ids], vocabulary).astype(np.float32)
+        np.save(run_dir / "test_scores.npy", 1 - truth if spec.method == "with_cf" else truth)
+    corrupted = run_evaluation(params)
+    assert corrupted["summary"]["selection"] == evaluated[2]["summary"]["selection"]
+    assert _cell(corrupted["table"], "with_cf", 1.0)["map_mean"] < _cell(evaluated[2]["table"], "with_cf", 1.0)["map_mean"]
+    assert _cell(corrupted["table"], SELECTED, 1.0)["improvement"] < 0  # chosen on validation, bad on test: shown
 
 
 def test_reference_points(evaluated):
@@ -263,4 +314,6 @@ def test_grid_without_baseline_or_seed_variance(copied, tmp_path):
     assert "headline" not in summary and result["headline"] is None
     assert len(summary["cells"]) == 2 * (2 + 2 + 2)  # ratios x (2 weights x 2 methods + 2 reference points)
     assert all(c["improvement"] is None and c["map_std"] is None and c["mark"] == "" for c in summary["cells"])
+    assert all(c["map_ci_low"] is None for c in summary["cells"])  # one seed: training variance unknown, no CI
+    assert summary["selection"] == []
     assert all((layout.evaluation / f).exists() for f in OUTPUTS.values())

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from helpers import tiny_params_tree
 
-from collab_iu.evaluate import run_evaluation
+from collab_iu.evaluate import SELECTED, run_evaluation
 from collab_iu.experiment import run_grid
 from collab_iu.grid import grid_runs
 from collab_iu.paper_report import build_paper_report
@@ -45,6 +45,7 @@ def test_each_family_trains_and_evaluates(params, family):
     table = run_evaluation(chosen)["table"]
     trained = table[~table["method"].isin(["random", "popularity"])]
     expected = {(s.method, s.label_ratio, s.cf_weight) for s in grid_runs(chosen)}
+    expected |= {(SELECTED, s.label_ratio, 0.0) for s in grid_runs(chosen)}  # every family runs image_only and with_cf
     assert set(zip(trained["method"], trained["label_ratio"], trained["cf_weight"])) == expected
     assert (trained["n_seeds"] == 2).all()
 

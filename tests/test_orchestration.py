@@ -82,6 +82,11 @@ def test_whole_graph_materialises_and_checks_pass(project):
         assert result.success, run
         meta = result.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
         assert 0 < meta["test_map"].value <= 1 and meta["best_epoch"].value >= 1
+        if run.startswith("with_cf"):  # how well its CF head predicts validation CF vectors
+            assert meta["val_cf_r2"].value <= 1 and -1 <= meta["val_cf_cosine"].value <= 1
+            assert meta["val_cf_items"].value > 0
+        elif run.startswith(("image_only", "triplet")):  # no CF head; a head of embeddings
+            assert "val_cf_r2" not in meta and "val_cf_cosine" not in meta
     evaluation = _materialize(defs, ["evaluation"], "synthetic")
     assert evaluation.success
     checks = _checks(data) | _checks(evaluation)

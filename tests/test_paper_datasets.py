@@ -56,7 +56,7 @@ def project(tmp_path, monkeypatch):
         "cf": TINY_CF,
         "cache": {"image_size": 16, "workers": 1},
         "train": TINY_TRAIN,
-        "experiment": {"methods": ["image_only", "with_cf"], "label_ratios": [0.5], "seeds": [0], "workers": 1,
+        "experiment": {"methods": ["image_only", "with_cf"], "label_ratios": [0.5], "cf_weights": [2.0], "seeds": [0], "workers": 1,
                        "bootstrap_resamples": 10},
         "wandb": {"mode": "disabled"},
     }  # fmt: skip

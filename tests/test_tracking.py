@@ -174,6 +174,10 @@ def test_tiny_grid_logs_every_run_offline(project, wandb_env):
         terms = {"loss_label", "loss_total", "lr", "images_per_s"} | ({"loss_cf"} if key.startswith("with_cf") else set())
         assert terms <= set(val_rows[0])
         assert run["summary"]["test_map"] == pytest.approx(metrics["test_map"])
+        cf_head = key.startswith("with_cf")  # the CF head's fit per epoch, and at the best epoch in the summary
+        assert ("val_cf_r2" in val_rows[0]) == ("val_cf_cosine" in val_rows[0]) == cf_head
+        assert run["summary"].get("val_cf_r2") == (pytest.approx(metrics["val_cf_r2"]) if cf_head else None)
+        assert run["summary"]["val_map"] == pytest.approx(metrics["val_map"])  # the best epoch's, not the last's
         table = _media(run, "test_ap_per_label")
         content = json.loads((run["files"] / table["path"]).read_text())
         assert content["columns"] == ["label", "ap", "n_positive"] and len(content["data"]) == n_labels

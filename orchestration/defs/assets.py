@@ -11,7 +11,7 @@ import json
 
 import dagster as dg
 
-from collab_iu.evaluate import run_evaluation
+from collab_iu.evaluate import headline_sentence, run_evaluation
 from collab_iu.experiment import train_run
 from collab_iu.layout import dataset_layout, paper_report_dir
 from collab_iu.paper_report import build_paper_report
@@ -118,12 +118,17 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         run_dir = dataset_layout(run_params, keys[DATASET], repo_root()).runs / keys[RUN]
         history = json.loads((run_dir / "train.json").read_text())["history"]
         curve = [{k: r[k] for k in r if k != "lr"} for r in history]
+        # how well the CF head predicts validation CF vectors; absent when not measured (image_only, triplet)
+        cf_fit = {k: float(metrics[k]) for k in ("val_cf_r2", "val_cf_cosine") if metrics.get(k) is not None}
+        if metrics.get("val_cf_items") is not None:
+            cf_fit["val_cf_items"] = int(metrics["val_cf_items"])
         return dg.MaterializeResult(
             metadata={
                 "test_map": metrics["test_map"],
                 "val_map": metrics["val_map"],
                 "best_epoch": metrics["best_epoch"],
                 "labelled_train_items": metrics["labelled_train_items"],
+                **cf_fit,
                 "training_curve": markdown_table(curve),
                 "path": str(run_dir),
             }
@@ -141,7 +146,10 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
             "improvement": png_markdown(result["paths"]["improvement_plot"], "improvement over image_only"),
         }
         if result["headline"]:
+            metadata["headline"] = headline_sentence(result["headline"])
             metadata |= {f"headline_{k}": v for k, v in result["headline"].items() if v is not None}
+        probe = result["summary"].get("cf_label_probe") or {}
+        metadata |= {f"cf_label_probe_{k}": probe[k] for k in ("probe_map", "popularity_map") if probe.get(k) is not None}
         return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(group_name="evaluation", deps=[evaluation], kinds={"pandas"})
