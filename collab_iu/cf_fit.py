@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+VAL_CF_KEYS = ("val_cf_r2", "val_cf_cosine", "val_cf_items")  # a run's CF-head fit on validation items (metrics.json)
 EPS = 1e-8  # norms below this count as EPS in the cosine (torch's cosine_similarity does the same)
 
 

@@ -56,6 +56,7 @@ import pandas as pd
 
 from collab_iu import tracking
 from collab_iu.atomic import atomic_dir
+from collab_iu.cf_fit import VAL_CF_KEYS
 from collab_iu.dataset import label_matrix
 from collab_iu.grid import METHODS, RunSpec, grid_runs, uses_cf
 from collab_iu.layout import DatasetLayout, dataset_layout
@@ -75,7 +76,6 @@ SELECTED = "with_cf_val_selected"  # per ratio and seed, image_only or with_cf a
 SELECTED_FROM = ("image_only", "with_cf")
 REFERENCE_METHODS = ("popularity", "random")
 METHOD_ORDER = (*METHODS[:2], SELECTED, *METHODS[2:], *REFERENCE_METHODS)
-RUN_DIAGNOSTICS = ("val_cf_r2", "val_cf_cosine", "val_cf_items")  # metrics.json keys of the CF head (null if absent)
 KS = (1, 3, 5)
 RUN_FILES = ("test_scores.npy", "test_items.parquet", "metrics.json", "model.json")
 METRIC_COLUMNS = (
@@ -131,7 +131,7 @@ class _Scored:
     run_key: str | None = None
     val_map: float | None = None
     best_epoch: int | None = None
-    diagnostics: dict | None = None  # RUN_DIAGNOSTICS from metrics.json
+    diagnostics: dict | None = None  # VAL_CF_KEYS from metrics.json
     selected_weight: float | None = None  # SELECTED: the cf weight chosen on validation (0: image_only)
 
 
@@ -342,7 +342,7 @@ def evaluate_runs(
             _Scored(
                 spec.method, spec.label_ratio, spec.cf_weight, spec.seed, m, paper, boot,
                 run_key=spec.key, val_map=metrics.get("val_map"), best_epoch=metrics.get("best_epoch"),
-                diagnostics={k: metrics.get(k) for k in RUN_DIAGNOSTICS},
+                diagnostics={k: metrics.get(k) for k in VAL_CF_KEYS},
             )
         )  # fmt: skip
     selected = select_by_validation(scored)

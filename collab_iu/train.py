@@ -22,7 +22,7 @@ import torch
 
 from collab_iu.atomic import atomic_file, write_json
 from collab_iu.augment import BatchAugment, eval_transform
-from collab_iu.cf_fit import cf_fit_quality
+from collab_iu.cf_fit import VAL_CF_KEYS, cf_fit_quality
 from collab_iu.dataset import label_matrix, label_vocabulary
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout
@@ -36,7 +36,6 @@ from collab_iu.splits import label_ratio_mask
 
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume (model, optimiser, scheduler, RNG, history)
 BEST = "best.pt"  # the state_dict of the epoch with the best validation mAP
-VAL_CF_KEYS = ("val_cf_r2", "val_cf_cosine", "val_cf_items")  # how well the CF head predicts validation CF vectors
 
 
 @dataclass
