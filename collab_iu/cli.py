@@ -6,16 +6,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from collab_iu.dataset import CFOnlyDatasetError, DatasetError
 from collab_iu.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
 from collab_iu.splits import SplitError
-
-if TYPE_CHECKING:
-    from collab_iu.layout import DatasetLayout
 
 EXPECTED_ERRORS = (ParamsError, DatasetError, CFOnlyDatasetError, SplitError, FileNotFoundError, KeyError)
 
@@ -141,22 +136,11 @@ def _through_dagster(args: argparse.Namespace):
     return params
 
 
-def _cf_diagnosis(layout: DatasetLayout, say: Callable[[str], None]) -> None:
-    """`run` on a dataset with prepare.cf_only: prepare, split and cf through Dagster, then the label probe."""
-    from collab_iu.stages import read_report
-    from orchestration.pipeline import CF_ASSETS, run_assets
-
-    run_assets(layout.name, CF_ASSETS)
-    say(f"[data] {', '.join(CF_ASSETS)} materialised for {layout.name} (prepare.cf_only: the CF diagnosis)")
-    for line in _summary_lines("cf", read_report(layout.cf)):
-        print(f"  {line}")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from collab_iu.evaluate import load_evaluation
     from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
-    from collab_iu.stages import ensure_trainable
+    from collab_iu.stages import ensure_trainable, read_report
     from orchestration.pipeline import run_pipeline
 
     params = _through_dagster(args)
@@ -164,10 +148,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = params.for_dataset(layout.name)
     start = time.perf_counter()
     say = lambda text: print(f"{text}  ({time.perf_counter() - start:.0f}s)", flush=True)  # noqa: E731
-    if params.prepare.cf_only:  # the diagnosis, then the same refusal as the cache and training (exit 2)
-        _cf_diagnosis(layout, say)
+    cf_only = params.prepare.cf_only
+    run_keys = [] if cf_only else [spec.key for spec in grid_runs(params)]
+    run_pipeline(layout.name, run_keys, params.experiment.workers, report=say, cf_only=cf_only)
+    if cf_only:  # the diagnosis ran: show it, then refuse like the cache and training (exit 2)
+        for line in _summary_lines("cf", read_report(layout.cf)):
+            print(f"  {line}")
         ensure_trainable(layout)
-    run_pipeline(layout.name, [spec.key for spec in grid_runs(params)], params.experiment.workers, report=say)
     print()
     _print_evaluation(load_evaluation(params, layout.name))
     print(f"  models: {layout.runs}/<run key>/best.pt (predict with: collab-iu predict --model {layout.runs}/<run key> IMAGE...)")

@@ -16,13 +16,21 @@ DATA_ASSETS = ["catalogue", "splits", "cf_embeddings", "image_cache"]
 CF_ASSETS = ["catalogue", "splits", "cf_embeddings"]  # the CF diagnosis of a dataset prepared with prepare.cf_only
 
 
-def run_pipeline(dataset: str, run_keys: list[str], workers: int = 2, report: Callable[[str], None] = print) -> None:
-    """Materialise the whole graph of `dataset` in the persistent instance (see project.use_params)."""
+def run_pipeline(
+    dataset: str, run_keys: list[str], workers: int = 2, report: Callable[[str], None] = print, cf_only: bool = False
+) -> None:
+    """Materialise the whole graph of `dataset` in the persistent instance (see project.use_params).
+
+    `cf_only` (a dataset prepared with prepare.cf_only): only the CF diagnosis, CF_ASSETS; nothing is trained.
+    """
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
-        pool.submit(_materialize, DATA_ASSETS, dataset).result()
-        report(f"[data] {', '.join(DATA_ASSETS)} materialised for {dataset}")
+        data_assets = CF_ASSETS if cf_only else DATA_ASSETS
+        pool.submit(_materialize, data_assets, dataset).result()
+        report(f"[data] {', '.join(data_assets)} materialised for {dataset}")
+        if cf_only:
+            return
         if pool.submit(_trains_on_gpu).result():
             results = (pool.submit(_train, dataset, key) for key in run_keys)  # one at a time: one GPU
             finished = ((key, future.result()) for key, future in zip(run_keys, results))
@@ -34,12 +42,6 @@ def run_pipeline(dataset: str, run_keys: list[str], workers: int = 2, report: Ca
             report(f"[train {done}/{len(run_keys)}] {key}{score}")
         pool.submit(_materialize, ["evaluation"], dataset).result()
         report(f"[evaluate] evaluation materialised for {dataset}")
-
-
-def run_assets(dataset: str, assets: list[str]) -> None:
-    """Materialise `assets` of `dataset` in one Dagster run, in a spawned worker process."""
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        pool.submit(_materialize, assets, dataset).result()
 
 
 def _limit_threads(threads: int) -> None:
