@@ -15,7 +15,7 @@ children, from `os.wait4`) is reported too, as a check on the sampling. The head
 
 `--compare DIR` times another checkout of the repository (e.g. `git worktree add /tmp/before
 HEAD`) side by side with this one, alternating before/after runs, with the same interpreter
-(`python -m collab_iu.cli run`, `PYTHONPATH=DIR`, from DIR) and its own params.yaml.
+(`python -m <its CLI module> run`, `PYTHONPATH=DIR`, from DIR) and its own params.yaml.
 """
 
 from __future__ import annotations
@@ -145,13 +145,18 @@ def drain(stream, sink: list[str], echo: bool) -> None:
             print(f"    | {line}", end="", flush=True)
 
 
+def cli_module(checkout: Path) -> str:
+    """The CLI's module in `checkout` (it moved out of the core, from collab_iu.cli to orchestration.cli)."""
+    return "orchestration.cli" if (checkout / "orchestration" / "cli" / "__main__.py").exists() else "collab_iu.cli"
+
+
 def run_once(data_root: Path, interval: float, pss_every: int, echo: bool, checkout: Path | None = None) -> RunResult:
     """Run `collab-iu run --set data.root=data_root` from the repository root (or `checkout`), sampling its tree."""
     env = None
     if checkout is None:
         cmd, cwd = [str(cli_path()), "run", "--set", f"data.root={data_root}"], REPO
     else:
-        cmd, cwd = [sys.executable, "-m", "collab_iu.cli", "run", "--set", f"data.root={data_root}"], checkout
+        cmd, cwd = [sys.executable, "-m", cli_module(checkout), "run", "--set", f"data.root={data_root}"], checkout
         env = os.environ | {"PYTHONPATH": str(checkout)}
     res = RunResult()
     errors: list[str] = []
@@ -276,7 +281,7 @@ def compare(args: argparse.Namespace) -> None:
                     shutil.copytree(Path(tmp) / "data", args.keep_output, dirs_exist_ok=True)
     for name, runs in results.items():
         print(f"\n# {name}")
-        report(runs, f"collab_iu.cli run ({name})", args.interval * args.pss_every)
+        report(runs, f"collab-iu run ({name})", args.interval * args.pss_every)
         print(f"\nThe last {name!r} run printed (its end):\n\n```\n" + "\n".join(runs[-1].output[-32:]) + "\n```")
     wall = {k: statistics.median(r.wall for r in v) for k, v in results.items()}
     pss = {k: max(r.tree_pss_peak for r in v) for k, v in results.items()}

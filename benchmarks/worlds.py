@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -54,10 +55,11 @@ TUNE_VARIANTS: dict[str, tuple[dict, list[float]]] = {
 
 def run_world(root: Path, synthetic: dict, ratios: list[float], weights: list[float], seeds: int, train: dict) -> dict:
     """The whole pipeline on one world in `root`; returns the evaluation's summary and the stage seconds."""
-    from collab_iu.evaluate import run_evaluation
-    from collab_iu.experiment import run_grid
+    from collab_iu.evaluate import load_evaluation
+    from collab_iu.grid import grid_runs
     from collab_iu.params import load_params
-    from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
+    from orchestration.defs.project import use_params
+    from orchestration.pipeline import DATA_ASSETS, run_pipeline
 
     overrides = {
         "data.root": str(root),
@@ -71,13 +73,15 @@ def run_world(root: Path, synthetic: dict, ratios: list[float], weights: list[fl
         **{f"train.{k}": v for k, v in train.items()},
     }
     params = load_params(REPO / "params.yaml", overrides)
+    os.environ["DAGSTER_HOME"] = str(root / ".dagster")  # the world's runs stay out of the project's instance
+    use_params(params)  # the product's path: Dagster runs of the pipeline, with their checks
+    dataset, keys = params.data.default, [spec.key for spec in grid_runs(params)]
     start = time.perf_counter()
-    for stage in (run_prepare, run_split, run_cf, run_cache):
-        stage(params, repo_root=REPO)
+    run_pipeline(dataset, DATA_ASSETS, [], evaluate=False, report=lambda _: None)
     data_s = time.perf_counter() - start
-    run_grid(params, repo_root=REPO, progress=False)
+    run_pipeline(dataset, [], keys, evaluate=True, workers=params.experiment.workers, report=lambda _: None)
     train_s = time.perf_counter() - start - data_s
-    summary = run_evaluation(params, repo_root=REPO)["summary"]
+    summary = load_evaluation(params, dataset, REPO)["summary"]
     return {"summary": summary, "data_s": data_s, "train_s": train_s}
 
 

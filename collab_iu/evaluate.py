@@ -54,7 +54,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from collab_iu import tracking
 from collab_iu.atomic import atomic_dir
 from collab_iu.cf_fit import VAL_CF_KEYS
 from collab_iu.dataset import label_matrix
@@ -282,7 +281,6 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
         "table": table,
         "summary": summary,
     }
-    tracking.log_evaluation(params, result, repo_root)  # a W&B run of job type `evaluation`; never raises
     return result
 
 
@@ -832,12 +830,12 @@ def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
 
 
 def load_evaluation(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
-    """A written evaluation read back: {"table", "headline", "paths"} as run_evaluation returns them."""
+    """A written evaluation read back: {"table", "headline", "summary", "paths"} as run_evaluation returns them."""
     layout = dataset_layout(params, dataset, repo_root)
     paths = {name: layout.evaluation / file for name, file in OUTPUTS.items()}
     if not paths["summary_json"].exists():
         raise FileNotFoundError(f"{paths['summary_json']} is missing: evaluate first")
     summary = json.loads(paths["summary_json"].read_text())
     table = pd.read_csv(paths["results_csv"]).fillna({"mark": "", "selected_cf_weights": ""})  # empty cells read as NaN
-    return {"table": table, "headline": summary.get("headline"), "paths": paths}
+    return {"table": table, "headline": summary.get("headline"), "summary": summary, "paths": paths}
 

@@ -10,31 +10,28 @@ A run folder `data/<dataset>/runs/<run key>/` holds:
   marks a finished run. Runs written before the val_cf_* keys existed lack them: read them with .get().
 
 A finished run with the same config is not trained again; an interrupted one resumes.
-Each training (or resumed training) is one W&B run of job type `train` (collab_iu/tracking.py);
-a reused finished run is not logged again.
+Each training (or resumed training) reports to a `TrainingObserver` (collab_iu/observer.py): the
+orchestration layer attaches W&B and Dagster's run log there; a reused finished run reports nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from collab_iu import tracking
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
-from collab_iu.grid import CONFIDENCE_OF, RunSpec, grid_runs, parse_run_key
+from collab_iu.grid import CONFIDENCE_OF, RunSpec, parse_run_key
 from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.metrics import evaluate_scores
 from collab_iu.models import MultitaskModel
+from collab_iu.observer import TrainingObserver
 from collab_iu.params import Params, TrainParams
 from collab_iu.train import BEST, VAL_CF_KEYS, load_training_data, predict_scores, resolve_device, train_model
 
@@ -101,7 +98,12 @@ def _reusable(run_dir: Path, config: dict) -> bool:
 
 
 def train_run(
-    params: Params, spec: RunSpec | str, dataset: str | None = None, repo_root: Path | None = None, progress: bool = True
+    params: Params,
+    spec: RunSpec | str,
+    dataset: str | None = None,
+    repo_root: Path | None = None,
+    progress: bool = True,
+    observer: TrainingObserver | None = None,
 ) -> dict:
     """Train (or resume, or reuse) one grid run and score its best epoch on the test items; returns metrics.
 
@@ -141,37 +143,51 @@ def train_run(
     }
     write_json(model_info, run_dir / MODEL_JSON)
 
-    with tracking.start_training(params, config, repo_root) as tracker:  # a no-op when W&B is off or failing
-        init, offset, pretrained = None, 0, None
-        if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
-            stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
-            pretrained = train_model(
-                data, stage1, params.augment, run_dir / "pretrain", progress=progress,
-                on_epoch_end=tracker.epoch_logger(prefix="pretrain/"),
-            )  # fmt: skip
-            init, offset = run_dir / "pretrain" / BEST, stage1.epochs
-            train_params = train_params.model_copy(update={"cf_weight": 0.0})
-        elif spec.method == "image_only":
-            train_params = train_params.model_copy(update={"cf_weight": 0.0})
-        summary = train_model(
-            data, train_params, params.augment, run_dir, progress=progress, init_backbone=init,
-            on_epoch_end=tracker.epoch_logger(offset=offset),
-        )  # fmt: skip
+    observer = observer or TrainingObserver()
+    observer.started(config)
+    failed = True
+    try:
+        metrics = _train_and_score(params, spec, data, train_params, run_dir, layout, model_info, progress, observer)
+        observer.finished(metrics, run_dir, model_info)
+        failed = False
+    finally:
+        observer.closed(failed)
+    return metrics
 
-        metrics = score_run(run_dir, layout, model_info, train_params)
-        metrics |= {
-            "run_key": spec.key,
-            "method": spec.method,
-            "label_ratio": spec.label_ratio,
-            "cf_weight": spec.cf_weight,
-            "seed": spec.seed,
-            "best_epoch": summary["best_epoch"],
-            "val_map": summary["best_val_map"],
-            "labelled_train_items": summary["labelled_train_items"],
-            **{k: (pretrained or summary).get(k) for k in VAL_CF_KEYS},  # cf_pretrain: stage 1's head
-        }
-        write_json(metrics, run_dir / METRICS_JSON)  # before logging: a slow W&B upload cannot lose the run
-        tracking.log_training_results(tracker, params, metrics, run_dir, layout, model_info)
+
+def _train_and_score(
+    params: Params, spec: RunSpec, data, train_params: TrainParams, run_dir: Path, layout: DatasetLayout,
+    model_info: dict, progress: bool, observer: TrainingObserver,
+) -> dict:  # fmt: skip
+    """Train one run's method (cf_pretrain: two stages), score its best epoch, write metrics.json."""
+    init, pretrained = None, None
+    if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
+        stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
+        pretrained = train_model(
+            data, stage1, params.augment, run_dir / "pretrain", progress=progress,
+            on_epoch_end=lambda record: observer.epoch_end(record, "pretrain"),
+        )  # fmt: skip
+        init = run_dir / "pretrain" / BEST
+        train_params = train_params.model_copy(update={"cf_weight": 0.0})
+    elif spec.method == "image_only":
+        train_params = train_params.model_copy(update={"cf_weight": 0.0})
+    summary = train_model(
+        data, train_params, params.augment, run_dir, progress=progress, init_backbone=init,
+        on_epoch_end=lambda record: observer.epoch_end(record, "train"),
+    )  # fmt: skip
+    metrics = score_run(run_dir, layout, model_info, train_params)
+    metrics |= {
+        "run_key": spec.key,
+        "method": spec.method,
+        "label_ratio": spec.label_ratio,
+        "cf_weight": spec.cf_weight,
+        "seed": spec.seed,
+        "best_epoch": summary["best_epoch"],
+        "val_map": summary["best_val_map"],
+        "labelled_train_items": summary["labelled_train_items"],
+        **{k: (pretrained or summary).get(k) for k in VAL_CF_KEYS},  # cf_pretrain: stage 1's head
+    }
+    write_json(metrics, run_dir / METRICS_JSON)
     return metrics
 
 
@@ -204,32 +220,3 @@ def score_run(run_dir: Path, layout: DatasetLayout, info: dict, train_params: Tr
     metrics = evaluate_scores(y, scores)
     return {"test_" + k: v for k, v in metrics.items()}
 
-
-def _train_run_quietly(args: tuple) -> dict:
-    params, key, dataset, repo_root = args
-    return train_run(params, key, dataset, repo_root, progress=False)
-
-
-def _threads_per_worker(params: Params, workers: int) -> Params:
-    """train.num_threads 0 (auto) becomes an equal share of the cores for each worker process."""
-    if params.train.num_threads:
-        return params
-    share = max(1, (os.cpu_count() or 1) // workers)
-    return params.model_copy(update={"train": params.train.model_copy(update={"num_threads": share})})
-
-
-def run_grid(params: Params, dataset: str | None = None, repo_root: Path | None = None, progress: bool = True) -> list[dict]:
-    """Train every run of the dataset's experiment family (in parallel processes when experiment.workers > 1)."""
-    keys = [spec.key for spec in grid_runs(params.for_dataset(dataset_layout(params, dataset, repo_root).name))]
-    workers = min(params.experiment.workers, len(keys))
-    if workers <= 1:
-        return [train_run(params, key, dataset, repo_root, progress=progress) for key in keys]
-    params = _threads_per_worker(params, workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        jobs = [(params, key, dataset, repo_root) for key in keys]
-        results = []
-        for metrics in pool.map(_train_run_quietly, jobs):
-            if progress:
-                print(f"  {metrics['run_key']}: test mAP {metrics['test_map']:.4f} (best epoch {metrics['best_epoch']})")
-            results.append(metrics)
-        return results

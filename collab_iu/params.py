@@ -278,7 +278,7 @@ class ExperimentParams(_Group):
 
 
 class WandbParams(_Group):
-    """Weights & Biases logging (collab_iu/tracking.py); W&B problems warn and never stop a run."""
+    """Weights & Biases logging (orchestration/tracking.py); W&B problems warn and never stop a run."""
 
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: WANDB_MODE if set, else online with an API key, else offline
     project: str = "collab_iu"

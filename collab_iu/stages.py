@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from collab_iu import tracking
 from collab_iu.atomic import atomic_dir, write_json
 from collab_iu.cf import build_cf
 from collab_iu.dataset import CFOnlyDatasetError
@@ -173,7 +172,6 @@ def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = 
         np.save(tmp / "item_vectors.npy", result.vectors)
         result.index.to_parquet(tmp / "item_index.parquet", index=False)
         write_json(report, tmp / REPORT)
-    tracking.log_cf(params, report, repo_root)  # a W&B run of job type `cf`; never raises
     return report
 
 

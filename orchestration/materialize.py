@@ -10,10 +10,10 @@ import dagster as dg
 
 from orchestration.defs.partitions import model_partition_key
 from orchestration.errors import MaterializeError
-from orchestration.pipeline import DATA_ASSETS
+from collab_iu.steps import STEPS
 
-ASSETS = (*DATA_ASSETS, "trained_model", "evaluation", "paper_report")
-UNPARTITIONED = ("paper_report",)
+ASSETS = tuple(s.asset for s in STEPS)
+UNPARTITIONED = tuple(s.asset for s in STEPS if s.partitioning == "none")
 
 
 def _definitions() -> dg.Definitions:

@@ -12,36 +12,49 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
-DATA_ASSETS = ["catalogue", "splits", "cf_embeddings", "image_cache"]
-CF_ASSETS = ["catalogue", "splits", "cf_embeddings"]  # the CF diagnosis of a dataset prepared with prepare.cf_only
+from collab_iu.steps import CF_DIAGNOSIS_STEPS, DATA_STEPS
+
+DATA_ASSETS = [s.asset for s in DATA_STEPS]
+CF_ASSETS = [s.asset for s in CF_DIAGNOSIS_STEPS]  # a dataset prepared with prepare.cf_only
 
 
 def run_pipeline(
-    dataset: str, run_keys: list[str], workers: int = 2, report: Callable[[str], None] = print, cf_only: bool = False
+    dataset: str,
+    data_assets: list[str] = DATA_ASSETS,
+    run_keys: list[str] = (),
+    evaluate: bool = True,
+    workers: int = 2,
+    report: Callable[[str], None] = print,
 ) -> None:
-    """Materialise the whole graph of `dataset` in the persistent instance (see project.use_params).
+    """Materialise `data_assets`, then the trained models of `run_keys`, then (`evaluate`) the evaluation of
+    `dataset`, as Dagster runs in the persistent instance (params: see project.use_params).
 
-    `cf_only` (a dataset prepared with prepare.cf_only): only the CF diagnosis, CF_ASSETS; nothing is trained.
+    This is the one scheduler: `collab-iu run`, `train` and the benchmarks call it.
     """
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
-        data_assets = CF_ASSETS if cf_only else DATA_ASSETS
-        pool.submit(_materialize, data_assets, dataset).result()
-        report(f"[data] {', '.join(data_assets)} materialised for {dataset}")
-        if cf_only:
-            return
-        if pool.submit(_trains_on_gpu).result():
-            results = (pool.submit(_train, dataset, key) for key in run_keys)  # one at a time: one GPU
-            finished = ((key, future.result()) for key, future in zip(run_keys, results))
-        else:
-            futures = {pool.submit(_train, dataset, key): key for key in run_keys}
-            finished = ((futures[f], f.result()) for f in as_completed(futures))
-        for done, (key, test_map) in enumerate(finished, 1):
-            score = f": test mAP {test_map:.4f}" if test_map is not None else ""
-            report(f"[train {done}/{len(run_keys)}] {key}{score}")
-        pool.submit(_materialize, ["evaluation"], dataset).result()
-        report(f"[evaluate] evaluation materialised for {dataset}")
+        if data_assets:
+            pool.submit(_materialize, list(data_assets), dataset).result()
+            report(f"[data] {', '.join(data_assets)} materialised for {dataset}")
+        if run_keys:
+            _train_all(pool, dataset, list(run_keys), report)
+        if evaluate:
+            pool.submit(_materialize, ["evaluation"], dataset).result()
+            report(f"[evaluate] evaluation materialised for {dataset}")
+
+
+def _train_all(pool: ProcessPoolExecutor, dataset: str, run_keys: list[str], report: Callable[[str], None]) -> None:
+    """Every run in parallel on the CPU, one at a time on a GPU; one report line per finished run."""
+    if pool.submit(_trains_on_gpu).result():
+        results = (pool.submit(_train, dataset, key) for key in run_keys)
+        finished = ((key, future.result()) for key, future in zip(run_keys, results))
+    else:
+        futures = {pool.submit(_train, dataset, key): key for key in run_keys}
+        finished = ((futures[f], f.result()) for f in as_completed(futures))
+    for done, (key, test_map) in enumerate(finished, 1):
+        score = f": test mAP {test_map:.4f}" if test_map is not None else ""
+        report(f"[train {done}/{len(run_keys)}] {key}{score}")
 
 
 def _limit_threads(threads: int) -> None:

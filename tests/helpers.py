@@ -68,3 +68,18 @@ def write_items(folder: Path, items: pd.DataFrame) -> None:
 
 def write_interactions(folder: Path, interactions: pd.DataFrame) -> None:
     interactions.to_parquet(folder / "interactions.parquet", index=False)
+
+
+def train_grid(params, repo_root=None, observer=None) -> list[dict]:
+    """Train every run of the selected family in this process, one after another (the tests' tiny grids);
+    `observer(params)` -> a TrainingObserver per run, e.g. orchestration.tracking.WandbObserver."""
+    from collab_iu.experiment import train_run
+    from collab_iu.grid import grid_runs
+    from collab_iu.layout import dataset_layout
+
+    dataset = dataset_layout(params, None, repo_root).name
+    keys = [spec.key for spec in grid_runs(params.for_dataset(dataset))]
+    return [
+        train_run(params, key, dataset, repo_root, progress=False, observer=observer(params) if observer else None)
+        for key in keys
+    ]

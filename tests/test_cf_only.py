@@ -15,7 +15,7 @@ import pytest
 import yaml
 from helpers import TINY_CF, read_items, tiny_params_tree, write_items
 
-from collab_iu.cli import main
+from orchestration.cli import main
 from collab_iu.dataset import CFOnlyDatasetError, DatasetError
 from collab_iu.experiment import train_run
 from collab_iu.params import PrepareParams, SplitParams, params_from_dict

@@ -16,14 +16,14 @@ import yaml
 from helpers import read_interactions, tiny_params_tree, write_interactions
 
 from collab_iu.atomic import atomic_dir, atomic_file, write_json
-from collab_iu.cli import build_parser, main
+from orchestration.cli import build_parser, main
 
 SUBCOMMANDS = [
     "run", "materialize", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "dvc-yaml", "validate",
     "generate-synthetic", "import", "fetch-images", "report",
 ]  # fmt: skip
 SCRIPT = Path(sys.executable).parent / "collab-iu"
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "collab_iu.cli"]
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "orchestration.cli"]
 
 DOCUMENTED_OUTPUTS = [
     "prepared/items.parquet",

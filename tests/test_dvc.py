@@ -74,7 +74,7 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     first = _run([dvc, "repro"], repo)
     stages = _stages_run(first.stdout)
     assert {
-        "prepare-synthetic", "split-synthetic", "cf-synthetic", "cache-synthetic", "evaluate-synthetic", "paper-report"
+        "prepare-synthetic", "split-synthetic", "cf-synthetic", "cache-synthetic", "evaluate-synthetic", "report"
     } <= stages  # fmt: skip
     assert len([s for s in stages if s.startswith("train-synthetic@")]) == 2
     assert "up to date" in _run([dvc, "status"], repo).stdout
@@ -90,7 +90,7 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     second = _run([dvc, "repro"], repo)
     rerun = _stages_run(second.stdout)
     assert rerun == {
-        "cf-synthetic", *(s for s in stages if s.startswith("train-synthetic@")), "evaluate-synthetic", "paper-report"
+        "cf-synthetic", *(s for s in stages if s.startswith("train-synthetic@")), "evaluate-synthetic", "report"
     }  # fmt: skip
     for cached in ("prepare-synthetic", "split-synthetic", "cache-synthetic"):
         assert f"Stage '{cached}' didn't change, skipping" in second.stdout

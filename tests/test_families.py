@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import tiny_params_tree
+from helpers import tiny_params_tree, train_grid
 
 from collab_iu.evaluate import SELECTED, run_evaluation
-from collab_iu.experiment import run_grid
 from collab_iu.grid import grid_runs
 from collab_iu.paper_report import build_paper_report
 from collab_iu.params import params_from_dict
@@ -40,7 +39,7 @@ def params(tmp_path_factory):
 @pytest.mark.parametrize("family", list(TINY_FAMILIES))
 def test_each_family_trains_and_evaluates(params, family):
     chosen = params.model_copy(update={"experiment": params.experiment.model_copy(update={"family": family})})
-    results = run_grid(chosen, progress=False)
+    results = train_grid(chosen)
     assert sorted(r["run_key"] for r in results) == sorted(s.key for s in grid_runs(chosen))
     table = run_evaluation(chosen)["table"]
     trained = table[~table["method"].isin(["random", "popularity"])]
@@ -53,7 +52,7 @@ def test_each_family_trains_and_evaluates(params, family):
 def test_every_family_appears_in_the_paper_tables(params, tmp_path):
     for family in TINY_FAMILIES:  # reuses the finished runs of the test above (or trains them)
         chosen = params.model_copy(update={"experiment": params.experiment.model_copy(update={"family": family})})
-        run_grid(chosen, progress=False)
+        train_grid(chosen)
     result = build_paper_report(params, tmp_path / "report")
     main = pd.read_csv(result["paths"]["main_table_csv"])
     assert set(main["method"]) >= set(TINY_FAMILIES["baselines"]["methods"])

@@ -16,7 +16,7 @@ import yaml
 from helpers import TINY_CF, TINY_TRAIN
 from PIL import Image
 
-from collab_iu.cli import main
+from orchestration.cli import main
 
 GENRES = ["Action", "Comedy", "Drama"]
 

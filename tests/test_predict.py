@@ -12,12 +12,12 @@ import torch
 import yaml
 from helpers import tiny_params_tree
 
-import collab_iu.cli as cli
 from collab_iu.experiment import load_run_model, train_run
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import dataset_layout
 from collab_iu.params import params_from_dict
-from collab_iu.predict import CSV_COLUMNS, ModelFolderError, add_predict_parser, predict_images
+from collab_iu.predict import CSV_COLUMNS, ModelFolderError, predict_images
+from orchestration.cli import main as cli_entry
 from collab_iu.stages import load_prepared, run_cache, run_cf, run_prepare, run_split
 from collab_iu.train import predict_scores
 
@@ -70,19 +70,9 @@ def corrupt(tmp_path):
 
 
 @pytest.fixture
-def cli_main(monkeypatch):
-    """collab_iu.cli.main with `predict` registered (whether or not cli.build_parser already does it)."""
-    original = cli.build_parser
-
-    def build_parser():
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "predict" not in sub.choices:
-            add_predict_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", build_parser)
-    return cli.main
+def cli_main():
+    """The `collab-iu` entry point, in this process."""
+    return cli_entry
 
 
 def test_scores_match_the_cached_images(trained, sample):

@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, tiny_params_tree
+from helpers import REPO, tiny_params_tree, train_grid
 
-from collab_iu import tracking
 from collab_iu.evaluate import run_evaluation
-from collab_iu.experiment import METRICS_JSON, run_grid, train_run
+from collab_iu.experiment import METRICS_JSON, train_run
 from collab_iu.layout import dataset_layout
 from collab_iu.params import Params, WandbParams, params_from_dict
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
-from collab_iu.tracking import TrackingWarning
+from orchestration import tracking
+from orchestration.tracking import TrackingWarning
 
 GRID = {"methods": ["image_only", "with_cf"], "label_ratios": [0.5], "seeds": [0], "workers": 1}
 EPOCHS = 2
@@ -151,9 +151,10 @@ def project(prepared_master, tmp_path, wandb_env):
 
 def test_tiny_grid_logs_every_run_offline(project, wandb_env):
     params = project()
-    run_cf(params)
-    results = {m["run_key"]: m for m in run_grid(params, progress=False)}
+    tracking.log_cf(params, run_cf(params))  # attached as the cf_embeddings asset attaches it
+    results = {m["run_key"]: m for m in train_grid(params, observer=tracking.WandbObserver)}
     evaluation = run_evaluation(params)
+    tracking.log_evaluation(params, evaluation)
     runs = read_offline_runs(wandb_env)
     by_type: dict[str, list] = {}
     for run in runs:
@@ -206,7 +207,7 @@ def test_unreachable_server_warns_and_training_completes(project, wandb_env, mon
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     params = project(wandb={"timeout": 2.0})
     with pytest.warns(TrackingWarning, match="could not start"):
-        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False)
+        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False, observer=tracking.WandbObserver(params))
     assert (dataset_layout(params).runs / metrics["run_key"] / METRICS_JSON).exists()
     [run] = read_offline_runs(wandb_env)  # logged offline instead, for `wandb sync` later
     assert run["summary"]["test_map"] == pytest.approx(metrics["test_map"])
@@ -221,7 +222,7 @@ def test_wandb_errors_warn_and_training_completes(project, wandb_env, monkeypatc
     monkeypatch.setattr(wandb, "init", broken)
     params = project()
     with pytest.warns(TrackingWarning, match="wandb is broken"):
-        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False)
+        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False, observer=tracking.WandbObserver(params))
     assert (dataset_layout(params).runs / metrics["run_key"] / METRICS_JSON).exists()
     assert not list((wandb_env / "wandb").glob("offline-run-*"))
 
@@ -235,7 +236,7 @@ def test_failing_log_call_stops_logging_only(project, wandb_env, monkeypatch):
     monkeypatch.setattr(Run, "log", broken)
     params = project()
     with pytest.warns(TrackingWarning, match="disk full") as caught:
-        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False)
+        metrics = train_run(params, "image_only-r0.5-w0-s0", progress=False, observer=tracking.WandbObserver(params))
     assert len([w for w in caught if issubclass(w.category, TrackingWarning)]) == 1  # warned once, then silent
     assert (dataset_layout(params).runs / metrics["run_key"] / METRICS_JSON).exists()
 
@@ -243,7 +244,7 @@ def test_failing_log_call_stops_logging_only(project, wandb_env, monkeypatch):
 def test_disabled_writes_nothing(project, wandb_env, monkeypatch):
     monkeypatch.delenv("WANDB_MODE")
     params = project(wandb={"mode": "disabled"})
-    train_run(params, "image_only-r0.5-w0-s0", progress=False)
+    train_run(params, "image_only-r0.5-w0-s0", progress=False, observer=tracking.WandbObserver(params))
     assert not wandb_env.exists()
 
 
@@ -318,7 +319,7 @@ def test_core_runs_without_wandb(tmp_path):
 import sys, warnings
 sys.modules["wandb"] = None  # `import wandb` now raises ImportError
 import collab_iu.experiment, collab_iu.stages, collab_iu.evaluate
-from collab_iu import tracking
+from orchestration import tracking
 from collab_iu.params import params_from_dict
 params = params_from_dict({"wandb": {"mode": "offline", "dir": sys.argv[1]}})
 with warnings.catch_warnings(record=True) as caught:

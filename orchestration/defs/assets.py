@@ -13,6 +13,7 @@ import dagster as dg
 
 from collab_iu.evaluate import headline_sentence, run_evaluation
 from collab_iu.experiment import train_run
+from collab_iu.observer import Observers
 from collab_iu.layout import dataset_layout, paper_report_dir
 from collab_iu.paper_report import build_paper_report
 from collab_iu.params import Params
@@ -23,6 +24,8 @@ from orchestration.defs.metadata import markdown_table, png_markdown
 from orchestration.defs.partitions import DATASET, RUN, dataset_partitions, model_partitions, run_partitions
 from orchestration.defs.project import project_params, repo_root
 from orchestration.defs.resources import ComputeResource, WandbResource
+from orchestration.progress import EpochLog
+from orchestration.tracking import WandbObserver, log_cf, log_evaluation
 
 
 GPU_POOL = "gpu"  # one training step on the GPU at a time (limit set in .dagster/dagster.yaml)
@@ -75,7 +78,9 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         context: dg.AssetExecutionContext, config: CfConfig, wandb: WandbResource
     ) -> dg.MaterializeResult:
         """CF item vectors (implicit ALS/BPR) and their quality against popularity: data/<dataset>/cf/."""
-        report = run_cf(wandb.apply(params_with(project_params(), config)), context.partition_key, repo_root())
+        cf_params = wandb.apply(params_with(project_params(), config))
+        report = run_cf(cf_params, context.partition_key, repo_root())
+        log_cf(cf_params, report, repo_root())  # a W&B run of job type `cf`; never raises
         probe = report["label_probe"]
         metadata = {
             "algorithm": report["algorithm"],
@@ -114,7 +119,8 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         run_params = run_params.model_copy(
             update={"train": run_params.train.model_copy(update={"device": compute.resolved()})}
         )
-        metrics = train_run(run_params, keys[RUN], keys[DATASET], repo_root(), progress=False)
+        observer = Observers([WandbObserver(run_params, repo_root()), EpochLog(context.log.info, keys[RUN])])
+        metrics = train_run(run_params, keys[RUN], keys[DATASET], repo_root(), progress=False, observer=observer)
         run_dir = dataset_layout(run_params, keys[DATASET], repo_root()).runs / keys[RUN]
         history = json.loads((run_dir / "train.json").read_text())["history"]
         curve = [{k: r[k] for k in r if k != "lr"} for r in history]
@@ -139,7 +145,9 @@ def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
         context: dg.AssetExecutionContext, config: EvaluationConfig, wandb: WandbResource
     ) -> dg.MaterializeResult:
         """Results table, summary.json and plots over every run of the dataset: data/<dataset>/evaluation/."""
-        result = run_evaluation(wandb.apply(params_with(project_params(), config)), context.partition_key, repo_root())
+        evaluation_params = wandb.apply(params_with(project_params(), config))
+        result = run_evaluation(evaluation_params, context.partition_key, repo_root())
+        log_evaluation(evaluation_params, result, repo_root())  # a W&B run of job type `evaluation`; never raises
         metadata = {
             "results": dg.MetadataValue.md(result["paths"]["results_md"].read_text()),
             "map_vs_label_ratio": png_markdown(result["paths"]["map_plot"], "mAP vs label ratio"),

@@ -1,7 +1,8 @@
 """Dagster Config classes generated from the params schema, with params.yaml values as defaults.
 
-The launchpad shows, per asset, the params.yaml groups that asset reads (the same values
-`dvc repro` uses); values edited there are validated by the same schema before a run.
+The launchpad shows, per asset, exactly the params.yaml keys its step reads (collab_iu/steps.py: the
+same keys `dvc repro` tracks), grouped as in params.yaml; values edited there are validated by the same
+schema before a run.
 """
 
 from __future__ import annotations
@@ -14,17 +15,9 @@ import dagster as dg
 import pydantic
 
 from collab_iu.params import Params, params_from_dict
+from collab_iu.steps import step
 
-# the params groups each asset reads
-ASSET_GROUPS: dict[str, tuple[str, ...]] = {
-    "catalogue": ("synthetic", "prepare", "importers"),
-    "splits": ("split",),
-    "cf_embeddings": ("cf",),
-    "image_cache": ("cache",),
-    "trained_model": ("train", "augment", "experiment"),
-    "evaluation": ("experiment",),
-    "paper_report": ("experiment",),
-}
+PARTITION_GROUPS = ("data", "presets")  # they define the datasets (the partitions): params.yaml only
 
 
 def _config_type(annotation: Any) -> Any:
@@ -45,27 +38,35 @@ def _config_type(annotation: Any) -> Any:
     return annotation
 
 
-def group_config(group: str, params: Params) -> type[dg.Config]:
-    """A Config class for one params group, its defaults read from `params`."""
+def group_config(group: str, params: Params, keys: tuple[str, ...] | None = None) -> type[dg.Config]:
+    """A Config class for one params group (only `keys` of it when given), its defaults read from `params`."""
     model = Params.model_fields[group].annotation
     values = getattr(params, group).model_dump(mode="json")
-    fields = {name: (_config_type(f.annotation), values[name]) for name, f in model.model_fields.items()}
+    fields = {
+        name: (_config_type(f.annotation), values[name])
+        for name, f in model.model_fields.items()
+        if keys is None or name in keys
+    }
     return pydantic.create_model(f"{group.capitalize()}Config", __base__=dg.Config, **fields)
 
 
 def asset_config(asset: str, params: Params) -> type[dg.Config]:
-    """The Config class of an asset: one nested section per params group it reads."""
+    """The Config class of an asset: one nested section per params group its step reads."""
+    read = step(asset).params
     fields = {}
-    for group in ASSET_GROUPS[asset]:
-        cls = group_config(group, params)
+    for group in step(asset).param_groups:
+        if group in PARTITION_GROUPS:
+            continue
+        keys = None if group in read else tuple(k.split(".", 1)[1] for k in read if k.startswith(f"{group}."))
+        cls = group_config(group, params, keys)
         fields[group] = (cls, cls())
     name = "".join(part.capitalize() for part in asset.split("_")) + "Config"
     return pydantic.create_model(name, __base__=dg.Config, **fields)
 
 
 def params_with(params: Params, config: dg.Config) -> Params:
-    """`params` with the asset config's groups applied, validated by the one schema."""
+    """`params` with the asset config's values applied, validated by the one schema."""
     tree = params.model_dump(mode="json")
     for group in type(config).model_fields:
-        tree[group] = getattr(config, group).model_dump(mode="json")
+        tree[group] = tree[group] | getattr(config, group).model_dump(mode="json")
     return params_from_dict(tree, source="asset config")

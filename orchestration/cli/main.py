@@ -1,4 +1,4 @@
-"""The `collab-iu` command line: one subcommand per stage, plus the main job `run`."""
+"""The `collab-iu` command line: one subcommand per step, plus the main job `run`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 from collab_iu.dataset import CFOnlyDatasetError, DatasetError
-from collab_iu.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
+from collab_iu.params import ParamsError, load_params
 from collab_iu.splits import SplitError
+from collab_iu.steps import DATA_STEPS, STEPS
+from orchestration.cli.options import add_common_options
+from orchestration.errors import MaterializeError
 
 EXPECTED_ERRORS = (ParamsError, DatasetError, CFOnlyDatasetError, SplitError, FileNotFoundError, KeyError)
 
@@ -18,21 +21,7 @@ EXPECTED_ERRORS = (ParamsError, DatasetError, CFOnlyDatasetError, SplitError, Fi
 def _expected_errors() -> tuple[type[Exception], ...]:
     from collab_iu.importers import RawFormatError
 
-    try:  # a failed Dagster materialisation is reported like the core's errors
-        from orchestration.errors import MaterializeError
-    except ImportError:
-        return (*EXPECTED_ERRORS, RawFormatError)
-    return (*EXPECTED_ERRORS, RawFormatError, MaterializeError)
-
-
-def _common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
-    parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
-        help="override a parameter, e.g. --set cf.factors=64 (repeatable)",
-    )  # fmt: skip
-    if dataset:
-        parser.add_argument("--dataset", help="dataset name from params.yaml data.datasets (default: data.default)")
+    return (*EXPECTED_ERRORS, RawFormatError, MaterializeError)  # a failed Dagster run reads like the core's errors
 
 
 def _print_stage(name: str, report: dict, seconds: float) -> None:
@@ -71,35 +60,38 @@ def _summary_lines(name: str, r: dict) -> list[str]:
     return []
 
 
-def _run_stage(name: str, args: argparse.Namespace) -> dict:
-    from collab_iu.stages import DATA_STAGES
+def cmd_step(args: argparse.Namespace) -> int:
+    """One data step (prepare, split, cf, cache) of one dataset, as a Dagster run with its blocking checks."""
+    from collab_iu.layout import dataset_layout
+    from collab_iu.stages import ensure_trainable, read_report
+    from collab_iu.steps import step
+    from orchestration.materialize import materialize
 
-    params = load_params(args.params, args.overrides)
+    params = _through_dagster(args)
+    layout = dataset_layout(params, args.dataset)
+    chosen = step(args.command)
+    if chosen.name == "cache":
+        ensure_trainable(layout)  # a clear refusal before Dagster starts
     start = time.perf_counter()
-    report = DATA_STAGES[name](params, args.dataset)
-    _print_stage(name, report, time.perf_counter() - start)
-    return report
-
-
-def cmd_stage(args: argparse.Namespace) -> int:
-    _run_stage(args.command, args)
+    materialize([chosen.asset], layout.name)
+    _print_stage(chosen.name, read_report(layout.base / chosen.folder), time.perf_counter() - start)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from collab_iu.experiment import run_grid, train_run
+    """The grid of the selected family (or one run), as one Dagster run per model."""
+    from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
     from collab_iu.stages import ensure_trainable
+    from orchestration.pipeline import run_pipeline
 
-    params = load_params(args.params, args.overrides)
-    ensure_trainable(dataset_layout(params, args.dataset))  # before any worker starts (train_run checks too)
+    params = _through_dagster(args)
+    layout = dataset_layout(params, args.dataset)
+    ensure_trainable(layout)  # before any worker starts (train_run checks too)
+    keys = [args.run] if args.run else [spec.key for spec in grid_runs(params.for_dataset(layout.name))]
     start = time.perf_counter()
-    if args.run:
-        metrics = train_run(params, args.run, args.dataset)
-        print(f"[train] {metrics['run_key']}: test mAP {metrics['test_map']:.4f} (best epoch {metrics['best_epoch']})")
-    else:
-        results = run_grid(params, args.dataset)
-        print(f"[train] {len(results)} runs done in {time.perf_counter() - start:.1f}s")
+    run_pipeline(layout.name, [], keys, evaluate=False, workers=params.experiment.workers)
+    print(f"[train] {len(keys)} run(s) done in {time.perf_counter() - start:.1f}s")
     return 0
 
 
@@ -117,13 +109,16 @@ def _print_evaluation(result: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from collab_iu.evaluate import run_evaluation
+    from collab_iu.evaluate import load_evaluation
     from collab_iu.layout import dataset_layout
     from collab_iu.stages import ensure_trainable
+    from orchestration.materialize import materialize
 
-    params = load_params(args.params, args.overrides)
-    ensure_trainable(dataset_layout(params, args.dataset))  # no models to evaluate on a CF-only dataset
-    _print_evaluation(run_evaluation(params, args.dataset))
+    params = _through_dagster(args)
+    layout = dataset_layout(params, args.dataset)
+    ensure_trainable(layout)  # no models to evaluate on a CF-only dataset
+    materialize(["evaluation"], layout.name)
+    _print_evaluation(load_evaluation(params, layout.name))
     return 0
 
 
@@ -141,16 +136,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
     from collab_iu.stages import ensure_trainable, read_report
-    from orchestration.pipeline import run_pipeline
+    from orchestration.pipeline import CF_ASSETS, DATA_ASSETS, run_pipeline
 
     params = _through_dagster(args)
     layout = dataset_layout(params, args.dataset)
     params = params.for_dataset(layout.name)
     start = time.perf_counter()
     say = lambda text: print(f"{text}  ({time.perf_counter() - start:.0f}s)", flush=True)  # noqa: E731
-    cf_only = params.prepare.cf_only
+    cf_only = params.prepare.cf_only  # the CF diagnosis only: nothing is cached, trained or evaluated
     run_keys = [] if cf_only else [spec.key for spec in grid_runs(params)]
-    run_pipeline(layout.name, run_keys, params.experiment.workers, report=say, cf_only=cf_only)
+    data_assets = CF_ASSETS if cf_only else DATA_ASSETS
+    run_pipeline(layout.name, data_assets, run_keys, not cf_only, params.experiment.workers, report=say)
     if cf_only:  # the diagnosis ran: show it, then refuse like the cache and training (exit 2)
         for line in _summary_lines("cf", read_report(layout.cf)):
             print(f"  {line}")
@@ -314,26 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="the main job: prepare, split, cf, cache, train the grid, evaluate (default: the embedded dataset)"
     )
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_run)
 
-    helps = {
-        "prepare": "generate (synthetic) or read a dataset folder, validate it, write data/<dataset>/prepared/",
-        "split": "item-level train/val/test split, stratified by label: data/<dataset>/split/",
-        "cf": "fit CF item vectors with implicit (ALS or BPR) and report their quality: data/<dataset>/cf/",
-        "cache": "decode and resize every image once into a memory-mapped array: data/<dataset>/cache/",
-    }
-    for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text)
-        _common(p)
-        p.set_defaults(func=cmd_stage)
+    for data_step in DATA_STEPS:
+        p = sub.add_parser(data_step.name, help=data_step.summary, description=data_step.summary)
+        add_common_options(p)
+        p.set_defaults(func=cmd_step)
 
     p = sub.add_parser(
         "materialize",
         help="materialise Dagster assets by name (recorded in the UI's run list)",
         description="Materialise assets of the Dagster project with the Python API against the persistent "
-        "instance (.dagster/). Assets: catalogue, splits, cf_embeddings, image_cache, trained_model, evaluation, "
-        "paper_report (unpartitioned).",
+        f"instance (.dagster/). Assets: {', '.join(s.asset for s in STEPS)} (the last unpartitioned).",
     )
     p.add_argument("assets", nargs="+", metavar="ASSET", help="asset name(s), materialised in the order given")
     p.add_argument(
@@ -341,25 +330,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="partition key: a dataset name, or <dataset>|<run key> for trained_model "
         "(default: data.default; for trained_model every run of the grid)",
     )  # fmt: skip
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("train", help="train the grid of experiment.family (or one run) into data/<dataset>/runs/")
     p.add_argument("--run", metavar="RUN_KEY", help="one run, e.g. with_cf-r0.05-w1-s0 (default: the whole grid)")
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="tables, statistics and plots over the grid's runs: data/<dataset>/evaluation/")
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_evaluate)
 
-    from collab_iu.predict import add_predict_parser
+    from orchestration.cli.predict import add_predict_parser
 
     add_predict_parser(sub)
 
     p = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the asset graph and params.yaml")
     p.add_argument("--check", action="store_true", help="only check that dvc.yaml is up to date (exit 1 if not)")
-    _common(p, dataset=False)
+    add_common_options(p, dataset=False)
     p.set_defaults(func=cmd_dvc_yaml)
 
     text = "import a paper dataset's raw files into the canonical format: data/<name>/raw/"
@@ -369,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, help="folder of the raw files (default: the dataset's path in params.yaml)")
     p.add_argument("--images", type=Path, help="folder of <item id>.jpg images (default: <source>/images or /posters)")
     p.add_argument("--force", action="store_true", help="import again even if the raw files did not change")
-    _common(p, dataset=False)
+    add_common_options(p, dataset=False)
     p.set_defaults(func=cmd_import)
 
     text = "download a dataset's image URLs (image_urls.csv) into its images/ folder, resumably"
@@ -380,23 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each time")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: %(default)s)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any image failed")
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_fetch_images)
 
     p = sub.add_parser("report", help="the paper's tables and figures from every finished run of the datasets")
     p.add_argument("--datasets", nargs="*", metavar="NAME", help="datasets to include (default: all with runs)")
     p.add_argument("--out", type=Path, help="output folder (default: <data.root>/paper_report)")
-    _common(p, dataset=False)
+    add_common_options(p, dataset=False)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("validate", help="check a dataset folder in the canonical format; writes nothing")
     p.add_argument("folder", type=Path, help="folder with items.parquet|csv, interactions.parquet|csv and images")
-    _common(p, dataset=False)
+    add_common_options(p, dataset=False)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("generate-synthetic", help="write the embedded synthetic dataset (params: synthetic.*) to DEST")
     p.add_argument("dest", type=Path, help="output folder (replaced whole)")
-    _common(p, dataset=False)
+    add_common_options(p, dataset=False)
     p.set_defaults(func=cmd_generate)
     return parser
 

@@ -1,6 +1,9 @@
-"""Weights & Biases logging at the core's edges: one W&B run per trained model, CF fit and evaluation.
+"""Weights & Biases logging, attached to the core from outside: one W&B run per trained model, CF fit and
+evaluation. The core never imports this module: training reports through a `TrainingObserver`
+(`WandbObserver` here), and the CF and evaluation steps return reports that `log_cf` and
+`log_evaluation` log.
 
-`wandb` is imported here only, and lazily: the core runs without it installed. A W&B
+`wandb` is imported here only, and lazily: the core and this layer run without it installed. A W&B
 problem (the package missing, an unreachable server, an error from any call) emits one
 `TrackingWarning` (a UserWarning, through `warnings.warn`) and turns that run's tracker
 into a no-op: W&B never stops or fails a stage.
@@ -30,6 +33,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from collab_iu.layout import dataset_layout
+from collab_iu.observer import TrainingObserver
 from collab_iu.params import Params, WandbParams
 
 MODES = ("online", "offline", "disabled", "shared")
@@ -74,16 +79,6 @@ class Tracker:
 
     def log(self, values: dict, step: int | None = None, commit: bool | None = None) -> None:
         self._call("log", lambda run, wb: run.log(dict(values), step=step, commit=commit))
-
-    def epoch_logger(self, prefix: str = "", offset: int = 0) -> Callable[[dict], None]:
-        """An `on_epoch_end` hook for train_model: logs the epoch's record at step offset + epoch.
-
-        Committed at once: W&B would otherwise hold the last epoch's row until the run finishes, and its
-        values would then replace the best epoch's (`val_map`, `val_cf_r2`, ...) set by `summary`.
-        """
-        return lambda record: self.log(
-            {prefix + k: v for k, v in record.items()}, step=offset + record["epoch"], commit=True
-        )
 
     def summary(self, values: dict) -> None:
         self._call("summary", lambda run, wb: run.summary.update(dict(values)))
@@ -265,6 +260,35 @@ def log_training_results(tracker: Tracker, params: Params, metrics: dict, run_di
         tracker.images("test_samples", samples)
 
 
+
+class WandbObserver(TrainingObserver):
+    """The `train` W&B run of one grid run: config, every epoch (committed at once: W&B would otherwise hold
+    the last epoch's row and let it replace the best epoch's values set in the summary), test results."""
+
+    def __init__(self, params: Params, repo_root: Path | None = None):
+        self._params, self._repo_root = params, repo_root
+        self._tracker, self._config = Tracker(), {}
+
+    def started(self, config: dict) -> None:
+        self._params = self._params.for_dataset(config["dataset"])
+        self._config = config
+        self._tracker = start_training(self._params, config, self._repo_root)
+
+    def epoch_end(self, record: dict, stage: str) -> None:
+        if stage == "pretrain":
+            values, step = {f"pretrain/{k}": v for k, v in record.items()}, record["epoch"]
+        else:  # after cf_pretrain's stage 1, the steps go on from its last epoch
+            values, step = dict(record), (self._config.get("pretrain_epochs") or 0) + record["epoch"]
+        self._tracker.log(values, step=step, commit=True)
+
+    def finished(self, metrics: dict, run_dir: Path, model_info: dict) -> None:
+        layout = dataset_layout(self._params, self._config["dataset"], self._repo_root)
+        log_training_results(self._tracker, self._params, metrics, run_dir, layout, model_info)
+
+    def closed(self, failed: bool) -> None:
+        self._tracker.finish(exit_code=1 if failed else 0)
+
+
 def _test_samples(run_dir: Path, layout, info: dict) -> tuple[list[str], list[list[str]], Any, np.ndarray]:
     """The vocabulary, and per scored test item: true labels, cached image, scores."""
     import pandas as pd
@@ -282,7 +306,6 @@ def _test_samples(run_dir: Path, layout, info: dict) -> tuple[list[str], list[li
 
 def _dataset_config(params: Params, dataset: str, group: str, repo_root: Path | None) -> dict:
     """Config of a per-dataset run: the dataset, one params group, the dataset fingerprint."""
-    from collab_iu.layout import dataset_layout
     from collab_iu.stages import read_report
 
     return {

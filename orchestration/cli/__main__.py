@@ -1,0 +1,7 @@
+"""`python -m orchestration.cli` (what `collab-iu` runs)."""
+
+import sys
+
+from orchestration.cli.main import main
+
+sys.exit(main())
