@@ -141,11 +141,12 @@ def report(trainers: list[Trainer], batch_sizes: dict[bool, int], plan: dict[boo
     for slow, label in ((False, "32/64 px"), (True, "224 px")):
         w, r, s = plan[slow]
         if any(t.cfg.slow == slow for t in trainers):
-            print(f"- {label}: batch {batch_sizes[slow]}, {w} warm-up step(s), then {r} interleaved rounds "
-                  f"of {s} step(s): median over {r * s} timed steps")  # fmt: skip
+            print(
+                f"- {label}: batch {batch_sizes[slow]}, {w} warm-up step(s), then {r} interleaved rounds "
+                f"of {s} step(s): median over {r * s} timed steps"
+            )
     print(
-        "\n| backbone | input | params (M) | images/s (median) | min..max | step (ms, median) "
-        "| of which augment (ms) |"
+        "\n| backbone | input | params (M) | images/s (median) | min..max | step (ms, median) | of which augment (ms) |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for t in trainers:
@@ -167,16 +168,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# collab_iu training throughput per backbone (CPU)\n\n{machine()}")
-    print(f"- torch threads {torch.get_num_threads()}, batch {args.batch_size}, AdamW, multitask loss "
-          f"({NUM_LABELS} labels, CF dim {CF_DIM}, cf_weight {CF_WEIGHT:g}, {CF_KIND})")  # fmt: skip
+    print(
+        f"- torch threads {torch.get_num_threads()}, batch {args.batch_size}, AdamW, multitask loss "
+        f"({NUM_LABELS} labels, CF dim {CF_DIM}, cf_weight {CF_WEIGHT:g}, {CF_KIND})"
+    )
     batch_sizes = {False: args.batch_size, True: 8 if args.quick else args.batch_size}
     plan = {False: (1, 1, 1), True: (1, 1, 1)} if args.quick else {False: (3, 5, 4), True: (1, 5, 1)}
     start, load = time.perf_counter(), OtherLoad()
     trainers = build(configs(args.sizes), batch_sizes)
     bench(trainers, plan)
     report(trainers, batch_sizes, plan)
-    print(f"\nTotal {time.perf_counter() - start:.0f} s; {load}; load average at the end "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")  # fmt: skip
+    print(
+        f"\nTotal {time.perf_counter() - start:.0f} s; {load}; load average at the end "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)"
+    )
 
 
 if __name__ == "__main__":

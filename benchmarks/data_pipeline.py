@@ -145,9 +145,13 @@ def cache_pipeline(cache_dir: Path, workers: int, in_loader: bool):
     if not in_loader:
         return lambda: (data[rows] for rows in sampler)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=None, sampler=sampler, num_workers=workers, persistent_workers=True,
+        data,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=True,
         worker_init_fn=lambda _: torch.set_num_threads(1),
-    )  # fmt: skip
+    )
     return lambda: iter(loader)
 
 
@@ -157,11 +161,15 @@ def per_file_pipeline(paths: list[Path], workers: int):
     from PIL import Image
     from torchvision import transforms as T
 
-    tf = T.Compose([
-        T.RandomResizedCrop(32, scale=(0.6, 1.0), ratio=(0.75, 1.3333)), T.RandomHorizontalFlip(),
-        T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(),
-        T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    ])  # fmt: skip
+    tf = T.Compose(
+        [
+            T.RandomResizedCrop(32, scale=(0.6, 1.0), ratio=(0.75, 1.3333)),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.2, 0.2, 0.2),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
 
     class Files(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -220,13 +228,15 @@ def bench_throughput(params: Params, args: argparse.Namespace) -> None:
 def machine() -> str:
     """CPU model, cores and library versions, one line each (nothing heavy is imported)."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    return "\n".join([
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- CPU: {cpu}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)",
-        f"- Python {platform.python_version()}, torch {version('torch')}, torchvision {version('torchvision')}, "
-        f"numpy {version('numpy')}, implicit {version('implicit')}",
-        f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {os.getloadavg()[0]:.2f}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+            f"- CPU: {cpu}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)",
+            f"- Python {platform.python_version()}, torch {version('torch')}, torchvision {version('torchvision')}, "
+            f"numpy {version('numpy')}, implicit {version('implicit')}",
+            f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {os.getloadavg()[0]:.2f}",
+        ]
+    )
 
 
 def main() -> None:

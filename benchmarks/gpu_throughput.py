@@ -57,8 +57,20 @@ AUGMENT = SimpleNamespace(
 )
 # the project's other dependencies: none of them may be needed here (tqdm is left out: torch.hub imports
 # it when it is installed and falls back to its own stub when it is not)
-FORBIDDEN = ("pandas", "pydantic", "dagster", "pyarrow", "yaml", "sklearn", "implicit", "scipy", "matplotlib",
-             "wandb", "dvc", "psutil")  # fmt: skip
+FORBIDDEN = (
+    "pandas",
+    "pydantic",
+    "dagster",
+    "pyarrow",
+    "yaml",
+    "sklearn",
+    "implicit",
+    "scipy",
+    "matplotlib",
+    "wandb",
+    "dvc",
+    "psutil",
+)
 MODES = ("resident", "resident + augment", "pipeline", "serial, as train.py")
 
 
@@ -232,9 +244,11 @@ def report(rates: dict[str, list[float]], peak: dict[str, float], gather_s: list
     bound = statistics.median(rates["resident"])
     print(f"\n## resnet18 training throughput ({args.crop} px, batch {args.batch_size}, {device.type})\n")
     gib = args.images * args.cache_size**2 * 3 / 2**30
-    print(f"{args.images} cached images of {args.cache_size} px ({gib:.2f} GiB); "
-          f"{args.warmup} warm-up steps per mode, then {args.rounds} interleaved rounds of {args.steps} steps; "
-          f"images/s is the median over rounds.\n")  # fmt: skip
+    print(
+        f"{args.images} cached images of {args.cache_size} px ({gib:.2f} GiB); "
+        f"{args.warmup} warm-up steps per mode, then {args.rounds} interleaved rounds of {args.steps} steps; "
+        f"images/s is the median over rounds.\n"
+    )
     print("| input | images/s (median) | min..max | vs resident | peak GPU memory (MiB) |")
     print("|---|---:|---:|---:|---:|")
     for mode in MODES:
@@ -244,12 +258,16 @@ def report(rates: dict[str, list[float]], peak: dict[str, float], gather_s: list
         print(f"| {mode} | {med:,.0f} | {min(r):,.0f}..{max(r):,.0f} | {med / bound:.2f} | {mem} |")
     if gather_s:
         g = statistics.median(gather_s[1:] or gather_s)
-        print(f"\nCPU gather of one batch into pinned memory (background thread): median {g * 1e3:.1f} ms, "
-              f"so that thread alone could feed {args.batch_size / g:,.0f} images/s.")  # fmt: skip
+        print(
+            f"\nCPU gather of one batch into pinned memory (background thread): median {g * 1e3:.1f} ms, "
+            f"so that thread alone could feed {args.batch_size / g:,.0f} images/s."
+        )
     if device.type == "cuda":
         reserved = torch.cuda.memory_reserved(device) / 2**20
-        print(f"Peak GPU memory (torch.cuda.max_memory_allocated, reset before each timed block; the highest block): "
-              f"{max(peak.values()):,.0f} MiB; reserved now {reserved:,.0f} MiB.")  # fmt: skip
+        print(
+            f"Peak GPU memory (torch.cuda.max_memory_allocated, reset before each timed block; the highest block): "
+            f"{max(peak.values()):,.0f} MiB; reserved now {reserved:,.0f} MiB."
+        )
     ratio = statistics.median(rates["pipeline"]) / bound
     print(f"\nEnd to end (pipeline) / GPU-resident: {ratio:.2f}")
 
@@ -260,16 +278,20 @@ def machine(device: torch.device) -> str:
     gpu = "none (CPU smoke run)"
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        gpu = (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
-               f"cuDNN {torch.backends.cudnn.version()}")  # fmt: skip
-    return "\n".join([
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- GPU: {gpu}",
-        f"- CPU: {cpu}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
-        f"torch threads {torch.get_num_threads()}",
-        f"- Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"numpy {np.__version__}",
-    ])  # fmt: skip
+        gpu = (
+            f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
+            f"cuDNN {torch.backends.cudnn.version()}"
+        )
+    return "\n".join(
+        [
+            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+            f"- GPU: {gpu}",
+            f"- CPU: {cpu}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
+            f"torch threads {torch.get_num_threads()}",
+            f"- Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"numpy {np.__version__}",
+        ]
+    )
 
 
 def log(message: str) -> None:

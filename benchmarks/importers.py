@@ -51,12 +51,17 @@ def write_movielens(dest: Path, scale: float, images: int) -> None:
     n, movies = int(s["ratings"] * scale), max(50, int(s["movies"] * scale))
     dest.mkdir(parents=True)
     genres = ["|".join(rng.choice(GENRES, size=rng.integers(1, 4), replace=False)) for _ in range(movies)]
-    pd.DataFrame({"movieId": np.arange(1, movies + 1), "title": [f"Movie, {i} (1999)" for i in range(movies)],
-                  "genres": genres}).to_csv(dest / "movies.csv", index=False)  # fmt: skip
-    ratings = pd.DataFrame({
-        "userId": rng.integers(1, int(s["users"] * scale) + 2, n), "movieId": _zipf_ids(rng, movies, n),
-        "rating": rng.integers(1, 11, n) / 2, "timestamp": rng.integers(8e8, 1.4e9, n),
-    })  # fmt: skip
+    pd.DataFrame(
+        {"movieId": np.arange(1, movies + 1), "title": [f"Movie, {i} (1999)" for i in range(movies)], "genres": genres}
+    ).to_csv(dest / "movies.csv", index=False)
+    ratings = pd.DataFrame(
+        {
+            "userId": rng.integers(1, int(s["users"] * scale) + 2, n),
+            "movieId": _zipf_ids(rng, movies, n),
+            "rating": rng.integers(1, 11, n) / 2,
+            "timestamp": rng.integers(8e8, 1.4e9, n),
+        }
+    )
     ratings.to_csv(dest / "ratings.csv", index=False)
     (dest / "posters").mkdir()
     for movie in range(1, min(images, movies) + 1):  # posters of the most rated movies, 182 x 268 like TMDB's
@@ -76,15 +81,19 @@ def write_amazon(dest: Path, scale: float) -> None:
     times = rng.integers(1e9, 1.4e9, n)
     with gzip.open(dest / "reviews_Clothing_Shoes_and_Jewelry.json.gz", "wt", compresslevel=1) as f:
         for u, a, t in zip(users.tolist(), asins.tolist(), times.tolist()):
-            f.write(f'{{"reviewerID": "U{u}", "asin": "B{a:09d}", "overall": 4.0, "unixReviewTime": {t}, '
-                    f'"reviewText": "fine", "summary": "ok"}}\n')  # fmt: skip
+            f.write(
+                f'{{"reviewerID": "U{u}", "asin": "B{a:09d}", "overall": 4.0, "unixReviewTime": {t}, '
+                f'"reviewText": "fine", "summary": "ok"}}\n'
+            )
     tree = [["Women", "Clothing", "Dresses"], ["Men", "Shoes"], ["Women", "Jewelry", "Rings"], ["Boys", "Clothing"]]
     with gzip.open(dest / "meta_Clothing_Shoes_and_Jewelry.json.gz", "wt", compresslevel=1) as f:
         for a in range(1, items + 1):
             path = tree[a % len(tree)][: 1 + a % 3]
-            f.write(f"{{'asin': 'B{a:09d}', 'imUrl': 'http://ecx.images-amazon.com/images/I/{a}.jpg', "
-                    f"'categories': [['Clothing, Shoes & Jewelry', {', '.join(repr(p) for p in path)}]], "
-                    f"'title': \"Item {a}\"}}\n")  # fmt: skip
+            f.write(
+                f"{{'asin': 'B{a:09d}', 'imUrl': 'http://ecx.images-amazon.com/images/I/{a}.jpg', "
+                f"'categories': [['Clothing, Shoes & Jewelry', {', '.join(repr(p) for p in path)}]], "
+                f"'title': \"Item {a}\"}}\n"
+            )
 
 
 def write_pinterest(dest: Path, scale: float) -> None:
@@ -98,10 +107,18 @@ def write_pinterest(dest: Path, scale: float) -> None:
     (dest / "ImageCategoryID.txt").write_text("".join(f"category {i}|{i}\n" for i in range(32)))
     pin = _zipf_ids(rng, pins, n)
     category = (pin * 7 + (rng.random(n) < 0.1) * rng.integers(0, 32, n)) % 32
-    repins = pd.DataFrame({"pin": pin, "user": rng.integers(1, int(s["users"] * scale) + 2, n), "cat": category,
-                           "board": rng.integers(1, 10**6, n)})  # fmt: skip
+    repins = pd.DataFrame(
+        {
+            "pin": pin,
+            "user": rng.integers(1, int(s["users"] * scale) + 2, n),
+            "cat": category,
+            "board": rng.integers(1, 10**6, n),
+        }
+    )
     repins.to_csv(dest / "ImageDatasetRepinactivity", sep="|", header=False, index=False)
-    urls = pd.DataFrame({"pin": np.arange(1, pins + 1), "url": [f"http://media-cache.pinimg.com/{i}.jpg" for i in range(pins)]})
+    urls = pd.DataFrame(
+        {"pin": np.arange(1, pins + 1), "url": [f"http://media-cache.pinimg.com/{i}.jpg" for i in range(pins)]}
+    )
     urls.to_csv(dest / "ImageDatasetImagesURLs", sep="|", header=False, index=False)
 
 
@@ -139,17 +156,24 @@ def main() -> None:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="collab_iu_import_bench_"))
-    writers = {"movielens": lambda d: write_movielens(d, args.scale, args.images),
-               "amazon": lambda d: write_amazon(d, args.scale), "pinterest": lambda d: write_pinterest(d, args.scale)}  # fmt: skip
-    print(f"# importer benchmark, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, scale {args.scale:g}, raw files in {work}\n")  # fmt: skip
+    writers = {
+        "movielens": lambda d: write_movielens(d, args.scale, args.images),
+        "amazon": lambda d: write_amazon(d, args.scale),
+        "pinterest": lambda d: write_pinterest(d, args.scale),
+    }
+    print(
+        f"# importer benchmark, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, scale {args.scale:g}, raw files in {work}\n"
+    )
     for kind, write in writers.items():
         source = work / "raw" / kind
         if not source.exists():
             start = time.perf_counter()
             write(source)
-            print(f"{kind}: raw files written in {time.perf_counter() - start:.0f} s "
-                  f"({sum(p.stat().st_size for p in source.rglob('*') if p.is_file()) / 1e6:.0f} MB)")  # fmt: skip
+            print(
+                f"{kind}: raw files written in {time.perf_counter() - start:.0f} s "
+                f"({sum(p.stat().st_size for p in source.rglob('*') if p.is_file()) / 1e6:.0f} MB)"
+            )
     print("\n| dataset | raw input | kept | median s | runs (s) | peak RSS MiB |\n|---|---|---|---:|---|---:|")
     for kind in writers:
         source, out = work / "raw" / kind, work / "out" / kind
@@ -160,9 +184,11 @@ def main() -> None:
             peaks.append(peak)
         size = {k: f"{int(v * args.scale):,}" for k, v in SIZES[kind].items()}
         kept = last["kept"]
-        print(f"| {kind} | {', '.join(f'{v} {k}' for k, v in size.items())} | {kept['items']:,} items, "
-              f"{kept['interactions']:,} interactions, {last['images']['found']:,} images | "
-              f"{statistics.median(times):.1f} | {', '.join(f'{t:.1f}' for t in times)} | {max(peaks):,.0f} |")  # fmt: skip
+        print(
+            f"| {kind} | {', '.join(f'{v} {k}' for k, v in size.items())} | {kept['items']:,} items, "
+            f"{kept['interactions']:,} interactions, {last['images']['found']:,} images | "
+            f"{statistics.median(times):.1f} | {', '.join(f'{t:.1f}' for t in times)} | {max(peaks):,.0f} |"
+        )
 
 
 if __name__ == "__main__":

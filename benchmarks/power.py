@@ -50,7 +50,10 @@ def components(data_root: Path, weight: float) -> dict[float, dict]:
         seeds = sorted({s.seed for s in specs if s.label_ratio == ratio})
         diffs, resampled, base = [], [], []
         for seed in seeds:
-            (m, rm), (b, rb) = scored(f"with_cf-r{ratio:g}-w{weight:g}-s{seed}"), scored(f"image_only-r{ratio:g}-w0-s{seed}")
+            (m, rm), (b, rb) = (
+                scored(f"with_cf-r{ratio:g}-w{weight:g}-s{seed}"),
+                scored(f"image_only-r{ratio:g}-w0-s{seed}"),
+            )
             diffs.append(m - b), resampled.append(rm - rb), base.append(b)
         out[ratio] = {
             "base": float(np.mean(base)),
@@ -85,7 +88,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5, 6, 8])
     ap.add_argument("--sims", type=int, default=2000)
     args = ap.parse_args()
-    print(f"# Power of the valid test\n\n{machine()}\n- data root {args.data_root}, {args.sims} simulated experiments per cell\n")
+    print(
+        f"# Power of the valid test\n\n{machine()}\n- data root {args.data_root}, {args.sims} simulated experiments per cell\n"
+    )
     rng = np.random.default_rng(0)
     for ratio, c in components(args.data_root, args.weight).items():
         print(
@@ -97,7 +102,9 @@ def main() -> None:
         print("|---:|---:|" + "---:|" * len(args.effects))
         for n in args.seeds:
             size = rejection_rate(0.0, c["sd_train"], c["sd_test"], n, 200, args.sims, rng)
-            power = [rejection_rate(e * c["base"], c["sd_train"], c["sd_test"], n, 200, args.sims, rng) for e in args.effects]
+            power = [
+                rejection_rate(e * c["base"], c["sd_train"], c["sd_test"], n, 200, args.sims, rng) for e in args.effects
+            ]
             print(f"| {n} | {size:.3f} | " + " | ".join(f"{p:.2f}" for p in power) + " |", flush=True)
         print()
 

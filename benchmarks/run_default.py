@@ -226,10 +226,14 @@ def report(results: list[RunResult], command: str, pss_s: float) -> None:
         f"{results[0].train_runs} training runs"
     )
     pss = max(r.tree_pss_peak for r in results)
-    print(f"- peak total RSS of the process tree: {max(r.tree_peak for r in results):.0f} MiB "
-          f"(PSS, shared pages counted once, sampled every {pss_s:g} s: {pss:.0f} MiB)")  # fmt: skip
-    print(f"- peak RSS of the largest single process: {max(r.largest_peak for r in results):.0f} MiB sampled, "
-          f"{max(r.kernel_largest for r in results):.0f} MiB by the kernel")  # fmt: skip
+    print(
+        f"- peak total RSS of the process tree: {max(r.tree_peak for r in results):.0f} MiB "
+        f"(PSS, shared pages counted once, sampled every {pss_s:g} s: {pss:.0f} MiB)"
+    )
+    print(
+        f"- peak RSS of the largest single process: {max(r.largest_peak for r in results):.0f} MiB sampled, "
+        f"{max(r.kernel_largest for r in results):.0f} MiB by the kernel"
+    )
     for i, r in enumerate(results, 1):
         peaks = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(r.per_process.values(), key=lambda x: -x[1]))
         print(f"- run {i}, sampled peak RSS per process (MiB): {peaks}")

@@ -87,7 +87,11 @@ def run_world(root: Path, synthetic: dict, ratios: list[float], weights: list[fl
 
 def _cell(summary: dict, method: str, ratio: float, weight: float | None = None) -> dict | None:
     for cell in summary["cells"]:
-        if cell["method"] == method and cell["label_ratio"] == ratio and (weight is None or cell["cf_weight"] == weight):
+        if (
+            cell["method"] == method
+            and cell["label_ratio"] == ratio
+            and (weight is None or cell["cf_weight"] == weight)
+        ):
             return cell
     return None
 
@@ -100,7 +104,11 @@ def _effect(cell: dict | None) -> str:
     if cell is None:
         return "-"
     p = cell["p_value"]
-    return f"{_pct(cell['improvement'])}{cell['mark']} [{_pct(cell['improvement_ci_low'])}, {_pct(cell['improvement_ci_high'])}] p={p:.3g}" if p is not None else _pct(cell["improvement"])
+    return (
+        f"{_pct(cell['improvement'])}{cell['mark']} [{_pct(cell['improvement_ci_low'])}, {_pct(cell['improvement_ci_high'])}] p={p:.3g}"
+        if p is not None
+        else _pct(cell["improvement"])
+    )
 
 
 def pooled(effects: list[float]) -> dict:
@@ -161,7 +169,9 @@ def worlds_main(args: argparse.Namespace) -> None:
 
 def tune_main(args: argparse.Namespace) -> None:
     print(f"# Tuning on validation: the default world\n\n{machine()}")
-    print(f"- label ratios {args.ratios}, seeds 0-{args.seeds - 1}; choose by mean validation mAP (test: for the record)\n")
+    print(
+        f"- label ratios {args.ratios}, seeds 0-{args.seeds - 1}; choose by mean validation mAP (test: for the record)\n"
+    )
     print("| variant | cf weight | label ratio | val mAP (mean over seeds) | test mAP (record only) | CF-head val R² |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.variants or list(TUNE_VARIANTS):
@@ -187,9 +197,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5, help="training seeds per cell (default 5)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.05], help="label ratios (default 0.05)")
     ap.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="with_cf weights (default 1 2 4)")
-    ap.add_argument("--fixed", type=float, default=2.0, help="the fixed weight reported beside val-selected (default 2)")
+    ap.add_argument(
+        "--fixed", type=float, default=2.0, help="the fixed weight reported beside val-selected (default 2)"
+    )
     ap.add_argument("--tune", action="store_true", help="tune the defaults on the default world, by validation mAP")
-    ap.add_argument("--variants", nargs="*", choices=list(TUNE_VARIANTS), help="--tune: these variants only (default: all)")
+    ap.add_argument(
+        "--variants", nargs="*", choices=list(TUNE_VARIANTS), help="--tune: these variants only (default: all)"
+    )
     args = ap.parse_args()
     tune_main(args) if args.tune else worlds_main(args)
 

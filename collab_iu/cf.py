@@ -60,6 +60,7 @@ def fit_factors(user_items: sp.csr_matrix, params: CFParams) -> tuple[np.ndarray
     """Fit the CF model; return (user_factors, item_factors) as float32 numpy arrays."""
     import implicit.als  # noqa: F401 - load implicit (and scipy's BLAS) first: a library loaded inside
     import implicit.bpr  # noqa: F401 - threadpool_limits keeps its own thread count
+
     with threadpool_limits(1, "blas"):  # implicit checks BLAS threads when the model is built
         model = _make_model(params)
         model.fit(user_items, show_progress=False)
@@ -80,7 +81,10 @@ def holdout_split(user_items: sp.csr_matrix, fraction: float, seed: int) -> tupl
     n_out = np.where(per_user >= 2, np.maximum(1, np.round(per_user * fraction)), 0).astype(int)
     test = rank < n_out[rows]
     shape = user_items.shape
-    make = lambda keep: sp.csr_matrix((coo.data[order][keep], (rows[keep], coo.col[order][keep])), shape=shape)
+
+    def make(keep: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((coo.data[order][keep], (rows[keep], coo.col[order][keep])), shape=shape)
+
     return make(~test), make(test)
 
 

@@ -301,59 +301,85 @@ def evaluate_runs(
     """
     if not specs:
         raise ValueError(f"no runs of dataset {layout.name!r} to evaluate")
+    loaded = _load_runs(layout, specs, test_set)
+    test_set = test_set or load_test_set(layout)
+    stale = _stale_message(loaded[specs[0].key][1], test_set.test_ids)
+    if stale:
+        raise ValueError(f"the runs of dataset {layout.name!r} were {stale}: the runs are stale, retrain them")
+    exp = params.experiment
+    n_test = len(test_set.test_ids)
+    indices = bootstrap_indices(n_test, exp.bootstrap_resamples, exp.bootstrap_fraction, exp.bootstrap_seed)
+    score = _Scorer(
+        test_set.test_labels, indices, resample_counts(n_test, exp.significance_resamples, exp.bootstrap_seed)
+    )
+    scored: list[_Scored] = []
+    for spec in specs:
+        scores, ids, metrics, model = loaded[spec.key]
+        m, paper, boot = score(score.truth(model["vocabulary"]), _align(scores, ids, test_set.test_ids))
+        scored.append(
+            _Scored(
+                spec.method,
+                spec.label_ratio,
+                spec.cf_weight,
+                spec.seed,
+                m,
+                paper,
+                boot,
+                run_key=spec.key,
+                val_map=metrics.get("val_map"),
+                best_epoch=metrics.get("best_epoch"),
+                diagnostics={k: metrics.get(k) for k in VAL_CF_KEYS},
+            )
+        )
+    selected = select_by_validation(scored)
+
+    # reference points, on the vocabulary of the first run (every run shares it)
+    vocabulary = list(loaded[specs[0].key][3]["vocabulary"])
+    cells = _reference_cells(specs, reference_ratios)
+    scored += _reference_points(test_set, score.truth(vocabulary), vocabulary, cells, score)
+
+    table = _cells(scored + selected, layout.name)
+    summary = _summary(layout.name, table, scored, selected, n_test, len(vocabulary), exp, indices.shape[1])
+    summary["cf_label_probe"] = plain_json(_cf_label_probe(layout))
+    return table, summary
+
+
+def _load_runs(layout: DatasetLayout, specs: list[RunSpec], test_set: TestSet | None) -> dict[str, tuple]:
+    """(scores, ids, metrics, model.json) per run key; every run finished and scored on the same items."""
     missing = _missing_runs(layout, specs)
     if missing:
-        raise FileNotFoundError(f"runs of dataset {layout.name!r} are not finished under {layout.runs}: {', '.join(missing)}")
-    test_set = test_set or load_test_set(layout)
-    exp = params.experiment
-
+        raise FileNotFoundError(
+            f"runs of dataset {layout.name!r} are not finished under {layout.runs}: {', '.join(missing)}"
+        )
     loaded: dict[str, tuple] = {}
     for spec in specs:
         scores, ids, metrics, model = _read_run(layout.runs / spec.key)
         if loaded:
             _same_items(ids, loaded[specs[0].key][1], spec.key, specs[0].key)
         loaded[spec.key] = (scores, ids, metrics, model)
-    stale = _stale_message(loaded[specs[0].key][1], test_set.test_ids)
-    if stale:
-        raise ValueError(f"the runs of dataset {layout.name!r} were {stale}: the runs are stale, retrain them")
-    test_labels = test_set.test_labels
-    n_test = len(test_set.test_ids)
-    indices = bootstrap_indices(n_test, exp.bootstrap_resamples, exp.bootstrap_fraction, exp.bootstrap_seed)
-    counts = resample_counts(n_test, exp.significance_resamples, exp.bootstrap_seed)
+    return loaded
 
-    truth: dict[tuple, np.ndarray] = {}
 
-    def ground_truth(vocabulary: list[str]) -> np.ndarray:
+class _Scorer:
+    """Scores runs on the test items: metrics, the paper's subsamples and the with-replacement resamples
+    (shared by every run, so comparisons are paired); ground truth per vocabulary, built once."""
+
+    def __init__(self, test_labels: pd.Series, indices: np.ndarray, counts: np.ndarray):
+        self._labels, self._indices, self._counts = test_labels, indices, counts
+        self._truth: dict[tuple, np.ndarray] = {}
+
+    def truth(self, vocabulary: list[str]) -> np.ndarray:
         key = tuple(vocabulary)
-        if key not in truth:
-            truth[key] = label_matrix(test_labels, list(vocabulary))
-        return truth[key]
+        if key not in self._truth:
+            self._truth[key] = label_matrix(self._labels, list(vocabulary))
+        return self._truth[key]
 
-    def score(y: np.ndarray, scores: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
-        return evaluate_scores(y, scores, KS), bootstrap_map(y, scores, indices=indices), bootstrap_map(y, scores, counts=counts)
-
-    scored: list[_Scored] = []
-    for spec in specs:
-        scores, ids, metrics, model = loaded[spec.key]
-        m, paper, boot = score(ground_truth(model["vocabulary"]), _align(scores, ids, test_set.test_ids))
-        scored.append(
-            _Scored(
-                spec.method, spec.label_ratio, spec.cf_weight, spec.seed, m, paper, boot,
-                run_key=spec.key, val_map=metrics.get("val_map"), best_epoch=metrics.get("best_epoch"),
-                diagnostics={k: metrics.get(k) for k in VAL_CF_KEYS},
-            )
-        )  # fmt: skip
-    selected = select_by_validation(scored)
-
-    # reference points, on the vocabulary of the first run (every run shares it)
-    vocabulary = list(loaded[specs[0].key][3]["vocabulary"])
-    cells = _reference_cells(specs, reference_ratios)
-    scored += _reference_points(test_set, ground_truth(vocabulary), vocabulary, cells, score)
-
-    table = _cells(scored + selected, layout.name)
-    summary = _summary(layout.name, table, scored, selected, n_test, len(vocabulary), exp, indices.shape[1])
-    summary["cf_label_probe"] = plain_json(_cf_label_probe(layout))
-    return table, summary
+    def __call__(self, y: np.ndarray, scores: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+        return (
+            evaluate_scores(y, scores, KS),
+            bootstrap_map(y, scores, indices=self._indices),
+            bootstrap_map(y, scores, counts=self._counts),
+        )
 
 
 def select_by_validation(scored: list[_Scored]) -> list[_Scored]:
@@ -368,7 +394,7 @@ def select_by_validation(scored: list[_Scored]) -> list[_Scored]:
         if s.method in SELECTED_FROM and s.run_key is not None and s.val_map is not None:
             candidates.setdefault((s.label_ratio, s.seed), []).append(s)
     out = []
-    for (ratio, seed), runs in sorted(candidates.items()):
+    for _, runs in sorted(candidates.items()):
         if {r.method for r in runs} != set(SELECTED_FROM):
             continue
         best = max(runs, key=lambda r: (r.val_map, -r.cf_weight))
@@ -489,7 +515,9 @@ def _cell_row(dataset: str, key: tuple, runs: list[_Scored]) -> dict:
         "method": key[0],
         "label_ratio": key[1],
         "cf_weight": key[2],
-        "selected_cf_weights": " ".join(f"s{s.seed}:{s.selected_weight:g}" for s in runs if s.selected_weight is not None),
+        "selected_cf_weights": " ".join(
+            f"s{s.seed}:{s.selected_weight:g}" for s in runs if s.selected_weight is not None
+        ),
         "n_seeds": len(runs),
         "map_mean": float(maps.mean()),
         "map_std": float(maps.std(ddof=1)) if len(maps) > 1 else math.nan,
@@ -518,9 +546,11 @@ def _compare(row: dict, runs: list[_Scored], base_runs: list[_Scored]) -> dict:
     base_mean = float(np.mean([s.metrics["map"] for s in base_runs]))
     m, b = [p[0] for p in pairs], [p[1] for p in pairs]
     test = two_level_test(
-        [s.metrics["map"] for s in m], [s.metrics["map"] for s in b],
-        np.stack([s.resamples for s in m]), np.stack([s.resamples for s in b]),
-    )  # fmt: skip
+        [s.metrics["map"] for s in m],
+        [s.metrics["map"] for s in b],
+        np.stack([s.resamples for s in m]),
+        np.stack([s.resamples for s in b]),
+    )
     out["improvement"] = relative_improvement(row["map_mean"], base_mean)
     out["improvement_ci_low"], out["improvement_ci_high"] = test["improvement_ci"]
     out["p_value"] = test["p"]
@@ -722,7 +752,9 @@ def format_table(df: pd.DataFrame) -> str:
     left = {0}  # the method column is left-aligned, numbers right-aligned
 
     def line(cells) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -772,9 +804,13 @@ def draw_map_vs_label_ratio(ax, table: pd.DataFrame, title: str | None = None) -
     for (method, weight), cell in trained.groupby(["method", "cf_weight"], sort=False):
         cell = cell.sort_values("label_ratio")
         ax.errorbar(
-            cell["label_ratio"], cell["map_mean"], yerr=cell["map_std"].fillna(0.0),
-            marker="o", capsize=3, label=_label(method, weight, weights),
-        )  # fmt: skip
+            cell["label_ratio"],
+            cell["map_mean"],
+            yerr=cell["map_std"].fillna(0.0),
+            marker="o",
+            capsize=3,
+            label=_label(method, weight, weights),
+        )
     for method, style in zip(REFERENCE_METHODS, ("--", ":")):
         cell = table[table["method"] == method].sort_values("label_ratio")
         if len(cell):
@@ -800,7 +836,9 @@ def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
     ax = fig.add_subplot(1, 1, 1)
     compared = table[~table["method"].isin((BASELINE, *REFERENCE_METHODS)) & table["improvement"].notna()]
     if compared.empty:
-        ax.text(0.5, 0.5, "no comparison with image_only in this grid", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no comparison with image_only in this grid", ha="center", va="center", transform=ax.transAxes
+        )
         ax.set_axis_off()
     else:
         ratios = sorted(set(compared["label_ratio"]))
@@ -812,7 +850,14 @@ def _plot_improvement(table: pd.DataFrame, dest: Path) -> None:
             x = np.arange(len(ratios)) + (i - (len(series) - 1) / 2) * width
             values = cell["improvement"].to_numpy(dtype=float) * 100
             errors = np.abs(cell[["improvement_ci_low", "improvement_ci_high"]].to_numpy(dtype=float).T * 100 - values)
-            ax.bar(x, np.nan_to_num(values), width, yerr=np.nan_to_num(errors), capsize=3, label=_label(method, weight, weights))
+            ax.bar(
+                x,
+                np.nan_to_num(values),
+                width,
+                yerr=np.nan_to_num(errors),
+                capsize=3,
+                label=_label(method, weight, weights),
+            )
             for xi, v, mark in zip(x, values, cell["mark"].fillna("")):
                 if np.isfinite(v) and mark:
                     ax.annotate(mark, (xi, v), ha="center", va="bottom" if v >= 0 else "top", fontsize=10)
@@ -838,4 +883,3 @@ def load_evaluation(params: Params, dataset: str | None = None, repo_root: Path 
     summary = json.loads(paths["summary_json"].read_text())
     table = pd.read_csv(paths["results_csv"]).fillna({"mark": "", "selected_cf_weights": ""})  # empty cells read as NaN
     return {"table": table, "headline": summary.get("headline"), "summary": summary, "paths": paths}
-

@@ -156,25 +156,41 @@ def train_run(
 
 
 def _train_and_score(
-    params: Params, spec: RunSpec, data, train_params: TrainParams, run_dir: Path, layout: DatasetLayout,
-    model_info: dict, progress: bool, observer: TrainingObserver,
-) -> dict:  # fmt: skip
+    params: Params,
+    spec: RunSpec,
+    data,
+    train_params: TrainParams,
+    run_dir: Path,
+    layout: DatasetLayout,
+    model_info: dict,
+    progress: bool,
+    observer: TrainingObserver,
+) -> dict:
     """Train one run's method (cf_pretrain: two stages), score its best epoch, write metrics.json."""
     init, pretrained = None, None
     if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
         stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
         pretrained = train_model(
-            data, stage1, params.augment, run_dir / "pretrain", progress=progress,
+            data,
+            stage1,
+            params.augment,
+            run_dir / "pretrain",
+            progress=progress,
             on_epoch_end=lambda record: observer.epoch_end(record, "pretrain"),
-        )  # fmt: skip
+        )
         init = run_dir / "pretrain" / BEST
         train_params = train_params.model_copy(update={"cf_weight": 0.0})
     elif spec.method == "image_only":
         train_params = train_params.model_copy(update={"cf_weight": 0.0})
     summary = train_model(
-        data, train_params, params.augment, run_dir, progress=progress, init_backbone=init,
+        data,
+        train_params,
+        params.augment,
+        run_dir,
+        progress=progress,
+        init_backbone=init,
         on_epoch_end=lambda record: observer.epoch_end(record, "train"),
-    )  # fmt: skip
+    )
     metrics = score_run(run_dir, layout, model_info, train_params)
     metrics |= {
         "run_key": spec.key,
@@ -219,4 +235,3 @@ def score_run(run_dir: Path, layout: DatasetLayout, info: dict, train_params: Tr
     y = label_matrix(items["labels"].iloc[test], info["vocabulary"])
     metrics = evaluate_scores(y, scores)
     return {"test_" + k: v for k, v in metrics.items()}
-

@@ -263,9 +263,7 @@ def _fetch_item(item_id: str, urls: list[str], opts: _Options) -> _Outcome:
 
 def _safe_item_id(item_id: str) -> bool:
     """False for ids that could name a file outside the images folder (or no file at all)."""
-    return bool(item_id) and not (
-        item_id.startswith(".") or ".." in item_id or any(c in item_id for c in "/\\\0")
-    )
+    return bool(item_id) and not (item_id.startswith(".") or ".." in item_id or any(c in item_id for c in "/\\\0"))
 
 
 def _fetch_url(url: str, target: Path, opts: _Options) -> tuple[int, str | None]:

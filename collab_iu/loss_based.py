@@ -37,7 +37,9 @@ def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
-def loss_based_raw(cf: np.ndarray, labels: np.ndarray, labelled: np.ndarray, has_cf: np.ndarray, seed: int) -> np.ndarray:
+def loss_based_raw(
+    cf: np.ndarray, labels: np.ndarray, labelled: np.ndarray, has_cf: np.ndarray, seed: int
+) -> np.ndarray:
     """Raw `loss_based` confidence (1 / loss) per training item; 0 for items without a CF vector.
 
     cf: n x D CF targets; labels: n x L (0/1, meaningful where `labelled`); seed fixes the

@@ -235,7 +235,9 @@ def bootstrap_map(
     if counts is not None:
         masks = _check_counts(counts, n_items)
     else:
-        masks = _indices_to_masks(bootstrap_indices(n_items, n_resamples, fraction, seed) if indices is None else indices, n_items)
+        masks = _indices_to_masks(
+            bootstrap_indices(n_items, n_resamples, fraction, seed) if indices is None else indices, n_items
+        )
     ranking = _rank(y, s)
     batch = max(1, _BATCH_ELEMENTS // max(1, n_items * n_labels))
     out = np.empty(len(masks))
@@ -260,7 +262,9 @@ def _indices_to_masks(indices: np.ndarray, n_items: int) -> np.ndarray:
 def _check_counts(counts: np.ndarray, n_items: int) -> np.ndarray:
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[1] != n_items or counts.dtype != np.uint8:
-        raise ValueError(f"counts must be a uint8 array of shape (resamples, {n_items}), got {counts.dtype} {counts.shape}")
+        raise ValueError(
+            f"counts must be a uint8 array of shape (resamples, {n_items}), got {counts.dtype} {counts.shape}"
+        )
     return counts
 
 

@@ -41,14 +41,14 @@ from collab_iu.evaluate import (
     BASELINE,
     METHOD_ORDER,
     TestSet,
-    new_figure,
-    plain_json,
     check_run,
     draw_map_vs_label_ratio,
     evaluate_runs,
     is_finished,
     load_test_set,
     method_label,
+    new_figure,
+    plain_json,
 )
 from collab_iu.grid import RunSpec, parse_run_key, uses_cf
 from collab_iu.layout import DatasetLayout, dataset_layout
@@ -209,7 +209,13 @@ def build_paper_report(
         if paper is not None:
             (tmp / PAPER_NUMBERS_MD).write_text(paper)
         (tmp / OUTPUTS["report_json"]).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    return {"out_dir": out_dir, "paths": paths, "datasets": [e.name for e in evaluated], "skipped": skipped, "table": table}
+    return {
+        "out_dir": out_dir,
+        "paths": paths,
+        "datasets": [e.name for e in evaluated],
+        "skipped": skipped,
+        "table": table,
+    }
 
 
 def _report(evaluated: list[_Evaluated], skipped: list[dict], paths: dict[str, Path]) -> dict:
@@ -315,7 +321,8 @@ def main_table_markdown(table: pd.DataFrame, evaluated: list[_Evaluated]) -> str
         "",
         f"CF weights in the methods' own rows: {_weights_note(table, evaluated)}.",
         "",
-        "Test items: " + ", ".join(f"{e.name} {e.summary['n_test_items']} ({e.summary['n_labels']} labels)" for e in evaluated),
+        "Test items: "
+        + ", ".join(f"{e.name} {e.summary['n_test_items']} ({e.summary['n_labels']} labels)" for e in evaluated),
     ]
     for ratio, block in table.groupby("label_ratio", sort=True):
         lines += ["", f"## Label ratio {ratio:g}", "", "| method | " + " | ".join(names) + " |"]
@@ -389,9 +396,13 @@ def _draw_weight_panel(ax, sweep: pd.DataFrame, title: str) -> None:
         base = sweep[(sweep["method"] == BASELINE) & (sweep["label_ratio"] == ratio)]
         line = pd.concat([base, cells.sort_values("cf_weight")])
         ax.errorbar(
-            line["cf_weight"], line["map_mean"], yerr=line["map_std"].fillna(0.0),
-            marker="o", capsize=3, label=f"{method}, ratio {ratio:g}",
-        )  # fmt: skip
+            line["cf_weight"],
+            line["map_mean"],
+            yerr=line["map_std"].fillna(0.0),
+            marker="o",
+            capsize=3,
+            label=f"{method}, ratio {ratio:g}",
+        )
         if len(base):
             ax.plot(0.0, float(base["map_mean"].iloc[0]), marker="s", color="black", linestyle="none")
     ax.set_xlabel("cf weight (0 = image_only)")

@@ -37,9 +37,13 @@ class DatasetSource(_Group):
 
     source: Literal["synthetic", "folder", "pinterest", "movielens", "amazon"] = "synthetic"
     path: str | None = None  # the folder (relative to the repository root or absolute)
-    images: str | None = None  # imported sources: a folder of <item id>.jpg images; None = <path>/images or <path>/posters
+    images: str | None = (
+        None  # imported sources: a folder of <item id>.jpg images; None = <path>/images or <path>/posters
+    )
     preset: str | None = None  # a name in `presets` whose overrides apply to this dataset
-    overrides: dict[str, Any] = Field(default_factory=dict)  # `group.key: value` for this dataset only (after the preset)
+    overrides: dict[str, Any] = Field(
+        default_factory=dict
+    )  # `group.key: value` for this dataset only (after the preset)
 
     @model_validator(mode="after")
     def _needs_path(self) -> DatasetSource:
@@ -176,7 +180,9 @@ class AugmentParams(_Group):
 class TrainParams(_Group):
     """One training run of the multitask model (the grid over methods, ratios and seeds sets the rest)."""
 
-    backbone: str = "small_cnn"  # small_cnn | resnet18 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | regnet_y_400mf
+    backbone: str = (
+        "small_cnn"  # small_cnn | resnet18 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | regnet_y_400mf
+    )
     weights: str | None = None  # a local state-dict file; never downloaded
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=2)
@@ -234,7 +240,14 @@ def _paper_families() -> dict[str, GridFamily]:
             label_ratios=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
         ),
         "baselines": GridFamily(  # the paper's comparison of methods at one label ratio
-            methods=["image_only", "with_cf", "with_cf_num_interactions", "with_cf_loss_based", "cf_pretrain", "triplet"],
+            methods=[
+                "image_only",
+                "with_cf",
+                "with_cf_num_interactions",
+                "with_cf_loss_based",
+                "cf_pretrain",
+                "triplet",
+            ],
             label_ratios=[0.1],
         ),
     }
@@ -280,10 +293,14 @@ class ExperimentParams(_Group):
 class WandbParams(_Group):
     """Weights & Biases logging (orchestration/tracking.py); W&B problems warn and never stop a run."""
 
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: WANDB_MODE if set, else online with an API key, else offline
+    mode: Literal["auto", "online", "offline", "disabled"] = (
+        "auto"  # auto: WANDB_MODE if set, else online with an API key, else offline
+    )
     project: str = "collab_iu"
     entity: str | None = None  # None: the API key's default entity
-    dir: str | None = None  # runs go to <dir>/wandb/ (relative to the repository root); None: $WANDB_DIR, else the repository root
+    dir: str | None = (
+        None  # runs go to <dir>/wandb/ (relative to the repository root); None: $WANDB_DIR, else the repository root
+    )
     experiment: str = "default"  # runs are grouped as <dataset>/<experiment>
     log_images: int = Field(16, ge=0)  # sample test images logged per trained model (0 = none)
     timeout: float = Field(30.0, gt=0)  # seconds to wait for the W&B server at a run's start and end
@@ -292,23 +309,37 @@ class WandbParams(_Group):
 def _paper_presets() -> dict[str, dict[str, Any]]:
     """The paper's per-dataset settings (its training scripts), as `group.key` overrides."""
     common = {
-        "cache.image_size": 256, "augment.output_size": 224, "augment.grayscale": 0.1,
-        "train.optimizer": "sgd", "train.lr": 0.1, "train.weight_decay": 1e-5, "train.schedule": "multistep",
+        "cache.image_size": 256,
+        "augment.output_size": 224,
+        "augment.grayscale": 0.1,
+        "train.optimizer": "sgd",
+        "train.lr": 0.1,
+        "train.weight_decay": 1e-5,
+        "train.schedule": "multistep",
         "train.cf_loss": "exp",
-    }  # fmt: skip
+    }
     amazon = {"train.backbone": "resnet18", "train.batch_size": 256, "train.epochs": 100, "train.milestones": [65, 99]}
     return {
-        "paper_pinterest": common | {
-            "train.backbone": "regnet_y_400mf", "train.batch_size": 128, "train.epochs": 15,
-            "train.milestones": [10, 14], "train.cf_weight": 5.0,
+        "paper_pinterest": common
+        | {
+            "train.backbone": "regnet_y_400mf",
+            "train.batch_size": 128,
+            "train.epochs": 15,
+            "train.milestones": [10, 14],
+            "train.cf_weight": 5.0,
         },
-        "paper_movielens": common | {
-            "train.backbone": "mobilenet_v2", "train.batch_size": 96, "train.lr": 0.01, "train.epochs": 45,
-            "train.milestones": [40], "train.cf_weight": 2.5,
+        "paper_movielens": common
+        | {
+            "train.backbone": "mobilenet_v2",
+            "train.batch_size": 96,
+            "train.lr": 0.01,
+            "train.epochs": 45,
+            "train.milestones": [40],
+            "train.cf_weight": 2.5,
         },
         "paper_clothing": common | amazon | {"train.cf_weight": 2.0},
         "paper_toys": common | amazon | {"train.cf_weight": 2.5},
-    }  # fmt: skip
+    }
 
 
 class Params(_Group):
@@ -331,7 +362,9 @@ class Params(_Group):
     def _presets_declared(self) -> Params:
         for name, spec in self.data.datasets.items():
             if spec.preset is not None and spec.preset not in self.presets:
-                raise ValueError(f"dataset {name!r}: preset {spec.preset!r} is not one of presets: {sorted(self.presets)}")
+                raise ValueError(
+                    f"dataset {name!r}: preset {spec.preset!r} is not one of presets: {sorted(self.presets)}"
+                )
         return self
 
     def for_dataset(self, name: str) -> Params:

@@ -117,7 +117,9 @@ def split_summary(items: pd.DataFrame, splits: pd.DataFrame, require_images: boo
     return out
 
 
-def label_ratio_mask(labels: pd.Series, is_train: np.ndarray, has_image: np.ndarray, ratio: float, seed: int) -> np.ndarray:
+def label_ratio_mask(
+    labels: pd.Series, is_train: np.ndarray, has_image: np.ndarray, ratio: float, seed: int
+) -> np.ndarray:
     """Which items keep their labels for training at `ratio` (a seeded subset of the labelled training items).
 
     The subset holds round(ratio * n) (at least one) of the n labelled training items with images, and

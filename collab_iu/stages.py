@@ -42,7 +42,9 @@ def source_folder(params: Params, layout: DatasetLayout, repo_root: Path | None 
     return layout.raw
 
 
-def import_dataset(params: Params, dataset: str | None = None, repo_root: Path | None = None, force: bool = False) -> dict:
+def import_dataset(
+    params: Params, dataset: str | None = None, repo_root: Path | None = None, force: bool = False
+) -> dict:
     """Import a dataset of source pinterest/movielens/amazon from its raw files into `data/<name>/raw/`.
 
     Reuses the earlier import when the raw files and options are unchanged (unless `force`).

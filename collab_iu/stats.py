@@ -18,7 +18,9 @@ import numpy as np
 from scipy import stats
 
 
-def _paired(method: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _paired(
+    method: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Both as 1-D float arrays of one length."""
     m = np.asarray(method, dtype=np.float64)
     b = np.asarray(baseline, dtype=np.float64)
@@ -27,7 +29,9 @@ def _paired(method: Sequence[float] | np.ndarray, baseline: Sequence[float] | np
     return m, b
 
 
-def _by_seed(method: Mapping | Sequence | np.ndarray, baseline: Mapping | Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _by_seed(
+    method: Mapping | Sequence | np.ndarray, baseline: Mapping | Sequence | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Pair values by seed (mappings seed -> value, which must name the same seeds) or by position."""
     if isinstance(method, Mapping) != isinstance(baseline, Mapping):
         raise TypeError("give both per-seed results as mappings seed -> value, or both as sequences")
@@ -65,7 +69,9 @@ def paired_bootstrap_test(method_samples: np.ndarray, baseline_samples: np.ndarr
     }
 
 
-def paired_seed_test(method_by_seed: Mapping | Sequence | np.ndarray, baseline_by_seed: Mapping | Sequence | np.ndarray) -> dict:
+def paired_seed_test(
+    method_by_seed: Mapping | Sequence | np.ndarray, baseline_by_seed: Mapping | Sequence | np.ndarray
+) -> dict:
     """Paired comparison of per-seed test mAPs (mappings seed -> mAP, or sequences in seed order).
 
     Returns n, mean_diff (method - baseline), improvement (ratio of the means - 1), t and p
@@ -128,7 +134,9 @@ def _two_level_error(per_seed: np.ndarray, resampled: np.ndarray) -> tuple[float
     return float(per_seed.mean()), math.sqrt(total), df
 
 
-def two_level_interval(per_seed: Sequence[float] | np.ndarray, resampled: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+def two_level_interval(
+    per_seed: Sequence[float] | np.ndarray, resampled: np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
     """CI of a mean over seeds (training randomness and test-set sampling); nan with fewer than 2 seeds."""
     mean, se, df = _two_level_error(np.asarray(per_seed, dtype=np.float64), np.asarray(resampled, dtype=np.float64))
     if not math.isfinite(se):
@@ -156,7 +164,9 @@ def two_level_test(
     m, b = _paired(method_by_seed, baseline_by_seed)
     rm, rb = np.asarray(method_resampled, dtype=np.float64), np.asarray(baseline_resampled, dtype=np.float64)
     if rm.shape != rb.shape or rm.ndim != 2 or rm.shape[0] != len(m):
-        raise ValueError(f"resampled values must be seeds x resamples for {len(m)} seeds, got {rm.shape} and {rb.shape}")
+        raise ValueError(
+            f"resampled values must be seeds x resamples for {len(m)} seeds, got {rm.shape} and {rb.shape}"
+        )
     diff, se, df = _two_level_error(m - b, rm - rb)
     t = p = math.nan
     low = high = math.nan

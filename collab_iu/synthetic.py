@@ -28,9 +28,19 @@ from collab_iu.atomic import atomic_dir
 from collab_iu.params import SyntheticParams
 
 SHAPES = (
-    "circle", "square", "triangle", "diamond", "ring", "plus",
-    "cross", "hstripes", "vstripes", "halfdisc", "frame", "checker",
-)  # fmt: skip
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "ring",
+    "plus",
+    "cross",
+    "hstripes",
+    "vstripes",
+    "halfdisc",
+    "frame",
+    "checker",
+)
 
 
 def label_names(n_labels: int) -> list[str]:

@@ -194,6 +194,24 @@ def _save(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+@dataclass
+class _Run:
+    """What one training run holds across epochs: the model, its optimiser and schedule, the RNGs."""
+
+    model: MultitaskModel
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator  # augmentation
+    order_rng: torch.Generator  # batch order
+    aug: BatchAugment
+    pos_weight: torch.Tensor
+    tensors: dict[str, torch.Tensor]
+    device: torch.device
+    size: int  # the network's input size
+    triplet: bool
+    cf_dim: int
+
+
 def train_model(
     data: TrainingData,
     params: TrainParams,
@@ -212,97 +230,15 @@ def train_model(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(params.device)
-    if params.num_threads:
-        torch.set_num_threads(params.num_threads)
-    torch.manual_seed(params.seed)
-    generator = torch.Generator(device=device).manual_seed(params.seed)  # augmentation
-    order_rng = torch.Generator().manual_seed(params.seed)  # batch order
-
-    cf_dim = data.cf_target.shape[1] if params.cf_weight > 0 else 0
-    model = MultitaskModel(params.backbone, len(data.vocabulary), cf_dim, params.weights).to(device)
-    if init_backbone is not None:
-        saved = torch.load(init_backbone, map_location="cpu", weights_only=True)
-        model.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")})
-    cuda = device.type == "cuda"
-    if cuda and params.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = _optimizer(model, params)
-    sched = _scheduler(opt, params)
-    size = augment.output_size or data.images.shape[1]
-    aug = BatchAugment(augment, size)
-    labelled = data.train_labels[data.train_labelled]
-    if not len(labelled):
-        raise ValueError("no labelled training item at this label ratio")
-    pos_weight = pos_weight_from_labels(labelled).to(device)
-
-    state = {"epoch": 0, "history": [], "best_map": -1.0, "best_epoch": -1}
-    checkpoint = out_dir / CHECKPOINT
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"].cpu())
-        generator.set_state(saved["aug_rng"].cpu())
-        order_rng.set_state(saved["order_rng"].cpu())
-        state = saved["state"]
-
-    tensors = {
-        "labels": torch.from_numpy(data.train_labels),
-        "labelled": torch.from_numpy(data.train_labelled),
-        "cf_target": torch.from_numpy(data.cf_target),
-        "cf_confidence": torch.from_numpy(data.cf_confidence),
-    }
-    n = len(data.train_rows)
-    triplet = params.cf_loss == "triplet" and cf_dim > 0
-    if triplet and data.co_interactions is None:
-        raise ValueError("cf_loss triplet needs TrainingData.co_interactions (load_training_data builds it)")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and params.amp else nullcontext()
+    run = _start(data, params, augment, init_backbone)
+    state = _resume(run, out_dir / CHECKPOINT)
     for epoch in range(state["epoch"], params.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=order_rng).numpy()
-        batches = [np.sort(perm[i : i + params.batch_size]) for i in range(0, n, params.batch_size)]
-        batches = [b for b in batches if len(b) > 1]  # BatchNorm needs two items
-        sums: dict = {}
-        seen, start = 0, time.perf_counter()
-        bar = _progress(batches, f"epoch {epoch + 1}/{params.epochs}", progress)
-        for step, idx in enumerate(bar):
-            rows = data.train_rows[idx]
-            batch = {k: v[idx].to(device, non_blocking=True) for k, v in tensors.items()}
-            positive = None
-            if triplet:  # the positives' images go through the network in the same forward pass
-                positive = data.co_interactions.sample(idx, np.random.default_rng([params.seed, epoch, step]))
-                batch["has_positive"] = torch.from_numpy(positive >= 0).to(device)
-                rows = np.concatenate([rows, data.train_rows[np.maximum(positive, 0)]])
-            x = aug(_to_device(data.images, rows, device), generator)
-            if cuda and params.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                outputs = model(x)
-            positives = None
-            if triplet:
-                outputs, positives = _split_outputs(outputs, len(idx))
-            terms = multitask_loss(
-                outputs, batch, pos_weight=pos_weight, cf_kind=params.cf_loss,
-                label_weight=params.label_weight, cf_weight=params.cf_weight,
-                positives=positives, triplet_margin=params.triplet_margin,
-            )  # fmt: skip
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt.step()
-            for k, v in terms.items():  # summed on the device: no host sync per step
-                sums[k] = sums.get(k, 0.0) + v.detach() * len(idx)
-            seen += len(idx)
-            if progress and (bar.n % 10 == 0 or seen == n):
-                bar.set_postfix(loss=f"{float(sums['total']) / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
-        sums = {k: float(v) for k, v in sums.items()}
-        seconds = time.perf_counter() - start
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        val_scores, val_cf = predict_outputs(model, data.images, data.val_rows, size, device)
+        sums, seen, seconds = _train_epoch(run, data, params, epoch, progress)
+        lr = run.opt.param_groups[0]["lr"]
+        run.sched.step()
+        val_scores, val_cf = predict_outputs(run.model, data.images, data.val_rows, run.size, run.device)
         val_map, _ = macro_map(data.val_labels, val_scores)
-        fit = val_cf_fit(data, None if triplet else val_cf)  # triplet outputs are embeddings, not CF vectors
+        fit = val_cf_fit(data, None if run.triplet else val_cf)  # triplet outputs are embeddings, not CF vectors
         record = {
             "epoch": epoch + 1,
             **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()},
@@ -311,34 +247,155 @@ def train_model(
             "lr": lr,
             "images_per_s": seen / seconds if seconds else 0.0,
         }
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        if val_map > state["best_map"] or params.label_weight == 0:
-            state["best_map"], state["best_epoch"] = float(val_map), epoch + 1
-            _save(model.state_dict(), out_dir / BEST)
-        _save(
-            {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(), "aug_rng": generator.get_state().cpu(),
-                "order_rng": order_rng.get_state(), "state": state,
-            },
-            checkpoint,
-        )  # fmt: skip
+        _end_epoch(run, state, record, params.label_weight == 0, out_dir)
         if on_epoch_end is not None:
             on_epoch_end(record)
     summary = {
         "best_epoch": state["best_epoch"],
         "best_val_map": state["best_map"],
-        **_best_cf_fit(state, data, measured=cf_dim > 0 and not triplet),
+        **_best_cf_fit(state, data, measured=run.cf_dim > 0 and not run.triplet),
         "epochs": params.epochs,
         "history": state["history"],
         "vocabulary": data.vocabulary,
         "labelled_train_items": int(data.train_labelled.sum()),
-        "train_items": n,
-        "device": device.type,
+        "train_items": len(data.train_rows),
+        "device": run.device.type,
     }
     write_json(summary, out_dir / "train.json")
     return summary
+
+
+def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init_backbone: str | Path | None) -> _Run:
+    """The model (seeded), its optimiser, schedule and augmentation; the seeds are drawn in a fixed order."""
+    device = resolve_device(params.device)
+    if params.num_threads:
+        torch.set_num_threads(params.num_threads)
+    torch.manual_seed(params.seed)
+    generator = torch.Generator(device=device).manual_seed(params.seed)
+    order_rng = torch.Generator().manual_seed(params.seed)
+    cf_dim = data.cf_target.shape[1] if params.cf_weight > 0 else 0
+    model = MultitaskModel(params.backbone, len(data.vocabulary), cf_dim, params.weights).to(device)
+    if init_backbone is not None:
+        saved = torch.load(init_backbone, map_location="cpu", weights_only=True)
+        model.backbone.load_state_dict(
+            {k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")}
+        )
+    if device.type == "cuda" and params.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, params)
+    size = augment.output_size or data.images.shape[1]
+    labelled = data.train_labels[data.train_labelled]
+    if not len(labelled):
+        raise ValueError("no labelled training item at this label ratio")
+    triplet = params.cf_loss == "triplet" and cf_dim > 0
+    if triplet and data.co_interactions is None:
+        raise ValueError("cf_loss triplet needs TrainingData.co_interactions (load_training_data builds it)")
+    tensors = {
+        "labels": torch.from_numpy(data.train_labels),
+        "labelled": torch.from_numpy(data.train_labelled),
+        "cf_target": torch.from_numpy(data.cf_target),
+        "cf_confidence": torch.from_numpy(data.cf_confidence),
+    }
+    return _Run(
+        model,
+        opt,
+        _scheduler(opt, params),
+        generator,
+        order_rng,
+        BatchAugment(augment, size),
+        pos_weight_from_labels(labelled).to(device),
+        tensors,
+        device,
+        size,
+        triplet,
+        cf_dim,
+    )
+
+
+def _resume(run: _Run, checkpoint: Path) -> dict:
+    """The training state from `checkpoint` (model, optimiser, schedule and RNGs restored), else a fresh one."""
+    if not checkpoint.exists():
+        return {"epoch": 0, "history": [], "best_map": -1.0, "best_epoch": -1}
+    saved = torch.load(checkpoint, map_location=run.device, weights_only=True)
+    run.model.load_state_dict(saved["model"])
+    run.opt.load_state_dict(saved["optimizer"])
+    run.sched.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"].cpu())
+    run.generator.set_state(saved["aug_rng"].cpu())
+    run.order_rng.set_state(saved["order_rng"].cpu())
+    return saved["state"]
+
+
+def _train_epoch(run: _Run, data: TrainingData, params: TrainParams, epoch: int, progress: bool):
+    """One pass over the training items; returns (summed loss terms, items seen, seconds)."""
+    cuda = run.device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and params.amp else nullcontext()
+    run.model.train()
+    n = len(data.train_rows)
+    perm = torch.randperm(n, generator=run.order_rng).numpy()
+    batches = [np.sort(perm[i : i + params.batch_size]) for i in range(0, n, params.batch_size)]
+    batches = [b for b in batches if len(b) > 1]  # BatchNorm needs two items
+    sums: dict = {}
+    seen, start = 0, time.perf_counter()
+    bar = _progress(batches, f"epoch {epoch + 1}/{params.epochs}", progress)
+    for step, idx in enumerate(bar):
+        rows = data.train_rows[idx]
+        batch = {k: v[idx].to(run.device, non_blocking=True) for k, v in run.tensors.items()}
+        positive = None
+        if run.triplet:  # the positives' images go through the network in the same forward pass
+            positive = data.co_interactions.sample(idx, np.random.default_rng([params.seed, epoch, step]))
+            batch["has_positive"] = torch.from_numpy(positive >= 0).to(run.device)
+            rows = np.concatenate([rows, data.train_rows[np.maximum(positive, 0)]])
+        x = run.aug(_to_device(data.images, rows, run.device), run.generator)
+        if cuda and params.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            outputs = run.model(x)
+        positives = None
+        if run.triplet:
+            outputs, positives = _split_outputs(outputs, len(idx))
+        terms = multitask_loss(
+            outputs,
+            batch,
+            pos_weight=run.pos_weight,
+            cf_kind=params.cf_loss,
+            label_weight=params.label_weight,
+            cf_weight=params.cf_weight,
+            positives=positives,
+            triplet_margin=params.triplet_margin,
+        )
+        run.opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        run.opt.step()
+        for k, v in terms.items():  # summed on the device: no host sync per step
+            sums[k] = sums.get(k, 0.0) + v.detach() * len(idx)
+        seen += len(idx)
+        if progress and (bar.n % 10 == 0 or seen == n):
+            bar.set_postfix(
+                loss=f"{float(sums['total']) / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}"
+            )
+    return {k: float(v) for k, v in sums.items()}, seen, time.perf_counter() - start
+
+
+def _end_epoch(run: _Run, state: dict, record: dict, last_is_best: bool, out_dir: Path) -> None:
+    """Record the epoch; save best.pt when it is the best so far (or `last_is_best`), then the checkpoint."""
+    state["history"].append(record)
+    state["epoch"] = record["epoch"]
+    if record["val_map"] > state["best_map"] or last_is_best:
+        state["best_map"], state["best_epoch"] = record["val_map"], record["epoch"]
+        _save(run.model.state_dict(), out_dir / BEST)
+    _save(
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "aug_rng": run.generator.get_state().cpu(),
+            "order_rng": run.order_rng.get_state(),
+            "state": state,
+        },
+        out_dir / CHECKPOINT,
+    )
 
 
 def _best_cf_fit(state: dict, data: TrainingData, measured: bool) -> dict[str, float | int | None]:
@@ -346,8 +403,11 @@ def _best_cf_fit(state: dict, data: TrainingData, measured: bool) -> dict[str, f
     if not measured:
         return dict.fromkeys(VAL_CF_KEYS)
     best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] > 0 else {}
-    return {"val_cf_r2": best.get("val_cf_r2"), "val_cf_cosine": best.get("val_cf_cosine"),
-            "val_cf_items": int(data.val_has_cf.sum())}  # fmt: skip
+    return {
+        "val_cf_r2": best.get("val_cf_r2"),
+        "val_cf_cosine": best.get("val_cf_cosine"),
+        "val_cf_items": int(data.val_has_cf.sum()),
+    }
 
 
 def _split_outputs(outputs: dict[str, torch.Tensor], n: int) -> tuple[dict, dict]:

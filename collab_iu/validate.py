@@ -134,28 +134,10 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
     items_file, inter_file = files[ITEMS], files[INTERACTIONS]
     problems += _check_items(items, items_file)
     problems += _check_interactions(inter, inter_file)
-    report: dict = {"source": str(folder), "files": files, "filtered": {}}
-
-    # images: escaping paths are fatal; missing/undecodable ones are tolerable up to a share (any share with cf_only)
     reasons = _image_problems(folder, items, params.check_images, params.workers)
-    escaping = sorted(r for r, why in reasons.items() if why == "escapes")
-    if escaping:
-        problems.append(TableProblem(items_file, "image path escapes the dataset folder", rows=escaping))
+    problems += _image_fatal(items, reasons, items_file, params)
     bad = {r: why for r, why in reasons.items() if why != "escapes"}
-    with_image = int(items["image"].notna().sum())
-    if not params.cf_only and with_image and len(bad) / with_image > params.max_bad_image_fraction:
-        problems.append(
-            TableProblem(
-                items_file,
-                f"{len(bad)} of {with_image} images are missing or undecodable "
-                f"(more than prepare.max_bad_image_fraction={params.max_bad_image_fraction})",
-                rows=sorted(bad),
-            )
-        )
-
-    # interactions naming unknown items
-    known = set(items["item_id"].dropna())
-    unknown = inter["item_id"].notna() & ~inter["item_id"].isin(known)
+    unknown = inter["item_id"].notna() & ~inter["item_id"].isin(set(items["item_id"].dropna()))
     if unknown.any() and not params.drop_unknown_interactions:
         names = ", ".join(repr(x) for x in inter.loc[unknown, "item_id"].unique()[:5])
         problems.append(
@@ -176,39 +158,67 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
     problems += _label_problems(labels, counts, rare, items_file, params, min_items_per_label)
     if problems:
         raise DatasetError(folder, problems)
+    report: dict = {"source": str(folder), "files": files, "filtered": {}}
+    items, inter = _filter(items, inter, bad, unknown, rare, needed, report["filtered"])
+    report |= _summary(items, inter, counts, params.cf_only)
+    return ValidatedDataset(folder=folder, items=items, interactions=inter, report=report)
 
-    # tolerable problems: filtered, counted and named
+
+def _image_fatal(items: pd.DataFrame, reasons: dict, items_file: str, params: PrepareParams) -> list[TableProblem]:
+    """Escaping image paths; missing or undecodable images beyond prepare.max_bad_image_fraction (not cf_only)."""
+    problems = []
+    escaping = sorted(r for r, why in reasons.items() if why == "escapes")
+    if escaping:
+        problems.append(TableProblem(items_file, "image path escapes the dataset folder", rows=escaping))
+    bad = [r for r, why in reasons.items() if why != "escapes"]
+    with_image = int(items["image"].notna().sum())
+    if not params.cf_only and with_image and len(bad) / with_image > params.max_bad_image_fraction:
+        problems.append(
+            TableProblem(
+                items_file,
+                f"{len(bad)} of {with_image} images are missing or undecodable "
+                f"(more than prepare.max_bad_image_fraction={params.max_bad_image_fraction})",
+                rows=sorted(bad),
+            )
+        )
+    return problems
+
+
+def _filter(
+    items: pd.DataFrame, inter: pd.DataFrame, bad: dict, unknown: pd.Series, rare: dict, needed: int, filtered: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply the tolerable problems' fixes, each counted and named in `filtered`."""
     if bad:
-        report["filtered"]["bad_images"] = {
+        filtered["bad_images"] = {
             "count": len(bad),
             "items": {items["item_id"].iat[r]: why for r, why in sorted(bad.items())},
             "effect": "image set to null: the item still counts for CF, not for the classifier",
         }
         items.loc[sorted(bad), "image"] = None
     if unknown.any():
-        report["filtered"]["unknown_item_interactions"] = {"count": int(unknown.sum())}
+        filtered["unknown_item_interactions"] = {"count": int(unknown.sum())}
         inter = inter[~unknown].reset_index(drop=True)
-
-    # duplicated (user, item) pairs are merged, their weights summed
-    keys = ["user_id", "item_id"]
+    keys = ["user_id", "item_id"]  # duplicated (user, item) pairs are merged, their weights summed
     n_before = len(inter)
     if inter.duplicated(keys).any():
         agg = {"weight": "sum"} | ({"timestamp": "max"} if "timestamp" in inter else {})
         inter = inter.groupby(keys, as_index=False, sort=False).agg(agg)
-        report["filtered"]["merged_duplicate_interactions"] = {"count": n_before - len(inter)}
+        filtered["merged_duplicate_interactions"] = {"count": n_before - len(inter)}
     if rare:
         items["labels"] = [[lab for lab in labels if lab not in rare] for labels in items["labels"]]
-        report["filtered"]["rare_labels"] = {"count": len(rare), "labels": rare, "needed": needed}
-
+        filtered["rare_labels"] = {"count": len(rare), "labels": rare, "needed": needed}
     inter["weight"] = inter["weight"].astype(np.float32)
+    return items, inter
+
+
+def _summary(items: pd.DataFrame, inter: pd.DataFrame, counts: Counter, cf_only: bool) -> dict:
     vocabulary = label_vocabulary(items["labels"])
     n_interactions = inter.groupby("item_id").size()
-    n_labelled = int(sum(bool(x) for x in items["labels"]))
-    report |= {
-        "cf_only": params.cf_only,
+    return {
+        "cf_only": cf_only,
         "items": len(items),
         "items_with_image": int(items["image"].notna().sum()),
-        "labelled_items": n_labelled,
+        "labelled_items": int(sum(bool(x) for x in items["labels"])),
         "items_without_interactions": int((~items["item_id"].isin(n_interactions.index)).sum()),
         "users": int(inter["user_id"].nunique()),
         "interactions": len(inter),
@@ -216,4 +226,3 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
         "label_counts": {lab: int(counts.get(lab, 0)) for lab in vocabulary},
         "mean_labels_per_labelled_item": float(np.mean([len(x) for x in items["labels"] if x])),
     }
-    return ValidatedDataset(folder=folder, items=items, interactions=inter, report=report)

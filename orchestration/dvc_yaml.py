@@ -109,11 +109,14 @@ def _dataset_stages(params: Params, name: str) -> dict[str, dict]:
             "outs": [_data(DATASET_KEY, train.folder, RUN_KEY)],
         },
         f"evaluate-{name}": _stage(
-            "evaluate", name,
+            "evaluate",
+            name,
             [_data(name, d) for d in ("prepared", "split", "cache")] + [_data(name, "runs", run) for run in runs],
-            own, [f"{evaluation}/{OUTPUTS[k]}" for k in outputs],
-        ) | {"metrics": [f"{evaluation}/{OUTPUTS['summary_json']}"]},
-    }  # fmt: skip
+            own,
+            [f"{evaluation}/{OUTPUTS[k]}" for k in outputs],
+        )
+        | {"metrics": [f"{evaluation}/{OUTPUTS['summary_json']}"]},
+    }
 
 
 def _dataset_plots(params: Params, name: str) -> list:

@@ -1,70 +1,165 @@
-"""Materialise assets by key with the Python API, against the persistent instance (the UI's run list).
+"""Materialise assets as runs of the project's named jobs, recorded in the persistent instance exactly as
+`dagster dev` records its own: the UI lists them under their job, and can re-execute them.
 
-No asset-selection strings (they break beside dvc's antlr, see stack notes): assets are
-chosen with `AssetSelection.assets(...)` and explicit keys.
+Each run is created through the code location `collab_iu` (loaded in this process, as the UI loads it),
+with an explicit run config (every params key its steps read) and the invocation's tags, then executed
+here. No asset-selection strings (they break beside dvc's antlr, see stack notes): keys only.
 """
 
 from __future__ import annotations
 
-import dagster as dg
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
-from orchestration.defs.partitions import model_partition_key
-from orchestration.errors import MaterializeError
+import dagster as dg
+from dagster._core.definitions.selector import JobSubsetSelector
+from dagster._core.events import DagsterEventType
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.remote_representation.code_location import InProcessCodeLocation
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._core.storage.tags import MULTIDIMENSIONAL_PARTITION_PREFIX, PARTITION_NAME_TAG
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._utils.hosted_user_process import recon_job_from_origin
+
 from collab_iu.steps import STEPS
+from orchestration.defs.config import asset_config
+from orchestration.defs.jobs import job_of
+from orchestration.defs.project import LOCATION_NAME, project_params, repo_root
+from orchestration.errors import MaterializeError
 
 ASSETS = tuple(s.asset for s in STEPS)
 UNPARTITIONED = tuple(s.asset for s in STEPS if s.partitioning == "none")
+DEFINITIONS_MODULE = "orchestration.definitions"
+REPOSITORY = "__repository__"  # the repository a Definitions object becomes
+INVOCATION_ENV = "COLLAB_IU_INVOCATION"  # tags every run of one `collab-iu` command (workers inherit it)
+INVOCATION_TAG = "collab_iu/invocation"
 
 
-def _definitions() -> dg.Definitions:
-    """Built afresh, so that the params chosen by `use_params` in this process take effect."""
-    from orchestration.defs.build import build_definitions
+def start_invocation() -> str:
+    """A new invocation id for this command's runs (tag `collab_iu/invocation`); filter the UI's runs by it."""
+    os.environ[INVOCATION_ENV] = uuid.uuid4().hex[:12]
+    return os.environ[INVOCATION_ENV]
 
-    return build_definitions()
 
+def materialize(asset_names: list[str], partition_key: str | None) -> DagsterRun:
+    """Materialise `asset_names` (and their blocking checks) for one partition (None: unpartitioned assets) as
+    one run of their job in the persistent instance; MaterializeError naming the failure otherwise.
 
-def materialize(
-    asset_names: list[str], partition_key: str | None, log_level: str = "WARNING"
-) -> dg.ExecuteInProcessResult:
-    """Materialise `asset_names` (and their checks) for one partition (None: unpartitioned assets) in the
-    persistent instance.
-
-    The assets' config defaults are the params the definitions loaded (see project.use_params).
+    The run config holds every params key the assets read, from the params the definitions load
+    (params.yaml, or those `project.use_params` chose), so a re-execution in the UI repeats this run.
     """
     unknown = [a for a in asset_names if a not in ASSETS]
     if unknown:
         raise KeyError(f"unknown asset(s) {', '.join(unknown)}; choose from: {', '.join(ASSETS)}")
-    defs = _definitions()
-    result = dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=dg.AssetSelection.assets(*asset_names),
-        instance=dg.DagsterInstance.get(),
-        partition_key=partition_key,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        resources=dict(defs.resources),
-        raise_on_error=False,
-        tags={"collab_iu/entry": "cli"},
+    instance = dg.DagsterInstance.get()
+    with _code_location(instance) as location:
+        run = _create_run(instance, location, asset_names, partition_key)
+    execute_run(recon_job_from_origin(run.job_code_origin), run, instance)
+    run = instance.get_run_by_id(run.run_id)
+    _raise_on_failure(instance, run, asset_names, partition_key)
+    return run
+
+
+def run_config(asset_names: list[str]) -> dict:
+    """Every params key the assets' steps read, as their launchpad config, with its values; the console quiet."""
+    params = project_params()
+    return {
+        "ops": {a: {"config": asset_config(a, params)().model_dump(mode="json")} for a in asset_names},
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},  # the terminal; the run log keeps all
+    }
+
+
+@contextmanager
+def _code_location(instance: dg.DagsterInstance) -> Iterator[InProcessCodeLocation]:
+    """The project as the code location the UI shows, its definitions built afresh in this process (so the
+    params chosen by `use_params` take effect)."""
+    sys.modules.pop(DEFINITIONS_MODULE, None)
+    origin = InProcessCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(
+            executable_path=sys.executable, module_name=DEFINITIONS_MODULE, working_directory=str(repo_root())
+        ),
+        location_name=LOCATION_NAME,
     )
-    _raise_on_failure(result, asset_names, partition_key)
-    return result
+    with InProcessCodeLocation(origin, instance) as location:
+        yield location
 
 
-def _raise_on_failure(result: dg.ExecuteInProcessResult, asset_names: list[str], partition_key: str | None) -> None:
+def _create_run(
+    instance: dg.DagsterInstance, location: InProcessCodeLocation, asset_names: list[str], partition_key: str | None
+) -> DagsterRun:
+    """A NOT_STARTED run of the assets' job, with their checks, the partition's tags and the invocation's."""
+    job = job_of(asset_names)
+    repo = location.get_repository(REPOSITORY)
+    selector = JobSubsetSelector(
+        location_name=location.name,
+        repository_name=repo.name,
+        job_name=job,
+        op_selection=None,
+        asset_selection=[dg.AssetKey(a) for a in asset_names],
+    )
+    remote_job = location.get_job(selector)
+    config = run_config(asset_names)
+    plan = location.get_execution_plan(
+        remote_job, config, step_keys_to_execute=None, known_state=None, instance=instance
+    )
+    tags = {**remote_job.tags, **_partition_tags(partition_key), "collab_iu/entry": "cli"}
+    if os.environ.get(INVOCATION_ENV):
+        tags[INVOCATION_TAG] = os.environ[INVOCATION_ENV]
+    return instance.create_run(
+        job_name=job,
+        run_id=None,
+        run_config=config,
+        status=DagsterRunStatus.NOT_STARTED,
+        tags=tags,
+        root_run_id=None,
+        parent_run_id=None,
+        step_keys_to_execute=None,
+        execution_plan_snapshot=plan.execution_plan_snapshot,
+        job_snapshot=remote_job.job_snapshot,
+        parent_job_snapshot=remote_job.parent_job_snapshot,
+        asset_selection=frozenset(remote_job.asset_selection or ()),
+        asset_check_selection=frozenset(remote_job.asset_check_selection or ()) or None,
+        resolved_op_selection=None,
+        op_selection=None,
+        remote_job_origin=remote_job.get_remote_origin(),  # what the UI's Re-execute needs
+        job_code_origin=remote_job.get_python_origin(),
+        asset_graph=repo.asset_graph,
+    )
+
+
+def _partition_tags(partition_key: str | None) -> dict[str, str]:
+    """The tags that make a run one partition's (and each dimension's, for a dataset x run key)."""
+    if partition_key is None:
+        return {}
+    tags = {PARTITION_NAME_TAG: str(partition_key)}
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        tags |= {f"{MULTIDIMENSIONAL_PARTITION_PREFIX}{d}": k for d, k in partition_key.keys_by_dimension.items()}
+    return tags
+
+
+def _raise_on_failure(
+    instance: dg.DagsterInstance, run: DagsterRun, asset_names: list[str], partition_key: str | None
+) -> None:
+    events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event is not None]
     failed_checks = [
         f"{e.asset_check_evaluation_data.asset_key.to_user_string()}.{e.asset_check_evaluation_data.check_name}: "
         f"{e.asset_check_evaluation_data.description}"
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+        for e in events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and not e.asset_check_evaluation_data.passed
     ]
-    if result.success and not failed_checks:
+    if run.status == DagsterRunStatus.SUCCESS and not failed_checks:
         return
     errors = [
         failure_message(e.step_failure_data.error)
-        for e in result.all_events
-        if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.error is not None
+        for e in events
+        if e.event_type == DagsterEventType.STEP_FAILURE and e.step_failure_data.error is not None
     ]
     where = f" [{partition_key}]" if partition_key is not None else ""
-    lines = [f"materialising {', '.join(asset_names)}{where} failed (Dagster run {result.run_id})"]
+    lines = [f"materialising {', '.join(asset_names)}{where} failed (Dagster run {run.run_id})"]
     lines += [f"  blocking check failed: {c}" for c in failed_checks]
     lines += [f"  {e}" for e in errors]
     raise MaterializeError("\n".join(lines))
@@ -77,20 +172,22 @@ def failure_message(error) -> str:
     return error.message.strip()
 
 
-def materialize_model(dataset: str, run_key: str) -> dg.ExecuteInProcessResult:
+def materialize_model(dataset: str, run_key: str) -> DagsterRun:
     """Train (materialise) one run of the grid."""
+    from orchestration.defs.partitions import model_partition_key
+
     return materialize(["trained_model"], model_partition_key(dataset, run_key))
 
 
 def model_test_map(dataset: str, run_key: str) -> float | None:
     """Materialise one trained model; its test mAP from the materialisation's metadata."""
-    test_map = _metadata(materialize_model(dataset, run_key), "trained_model").get("test_map")
-    return None if test_map is None else float(test_map.value)
+    run = materialize_model(dataset, run_key)
+    return _metadata(dg.DagsterInstance.get(), run, "trained_model").get("test_map")
 
 
-def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
+def _metadata(instance: dg.DagsterInstance, run: DagsterRun, asset: str) -> Mapping:
+    for record in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.dagster_event.event_specific_data.materialization
         if materialization.asset_key.to_user_string() == asset:
-            return dict(materialization.metadata)
+            return {k: v.value for k, v in materialization.metadata.items()}
     return {}

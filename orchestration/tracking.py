@@ -178,9 +178,7 @@ def group_name(params: Params, dataset: str) -> str:
     return f"{dataset}/{params.wandb.experiment}"
 
 
-def start(
-    params: Params, job_type: str, name: str, group: str, config: dict, repo_root: Path | None = None
-) -> Tracker:
+def start(params: Params, job_type: str, name: str, group: str, config: dict, repo_root: Path | None = None) -> Tracker:
     """Start one W&B run; a no-op Tracker when disabled or when W&B cannot start (with a warning)."""
     wb = params.wandb
     mode = resolve_mode(wb)
@@ -205,9 +203,17 @@ def start(
             limits["base_url"] = os.environ["WANDB_BASE_URL"]
         settings = wandb.Settings(quiet=True, silent=mode == "offline", console="off", **limits)  # offline: no chatter
         return wandb.init(
-            project=wb.project, entity=wb.entity, dir=str(root), job_type=job_type, group=group, name=name,
-            config=config, mode=mode, reinit="create_new", settings=settings,
-        )  # fmt: skip
+            project=wb.project,
+            entity=wb.entity,
+            dir=str(root),
+            job_type=job_type,
+            group=group,
+            name=name,
+            config=config,
+            mode=mode,
+            reinit="create_new",
+            settings=settings,
+        )
 
     try:
         return Tracker(init(mode), wandb)
@@ -247,18 +253,22 @@ def log_training_results(tracker: Tracker, params: Params, metrics: dict, run_di
         return
     positives = np.array([[lab in item for lab in vocabulary] for item in labels]).sum(axis=0) if len(labels) else []
     ap = metrics.get("test_ap_per_label", [])
-    rows = [[lab, ap[j] if j < len(ap) else None, int(positives[j]) if len(positives) else 0] for j, lab in enumerate(vocabulary)]
+    rows = [
+        [lab, ap[j] if j < len(ap) else None, int(positives[j]) if len(positives) else 0]
+        for j, lab in enumerate(vocabulary)
+    ]
     tracker.table("test_ap_per_label", ["label", "ap", "n_positive"], rows)
     n = min(params.wandb.log_images, len(labels))
     if n:
         chosen = np.unique(np.linspace(0, len(labels) - 1, n).round().astype(int))
         samples = []
         for i in chosen:
-            predicted = [vocabulary[j] for j in np.flatnonzero(scores[i] >= 0.5)] or [vocabulary[int(scores[i].argmax())]]
+            predicted = [vocabulary[j] for j in np.flatnonzero(scores[i] >= 0.5)] or [
+                vocabulary[int(scores[i].argmax())]
+            ]
             caption = f"pred: {', '.join(predicted)} | true: {', '.join(labels[i]) or '-'}"
             samples.append((np.asarray(images[i]), caption))
         tracker.images("test_samples", samples)
-
 
 
 class WandbObserver(TrainingObserver):

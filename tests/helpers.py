@@ -13,7 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_SYNTHETIC = {"n_items": 200, "n_users": 80, "n_labels": 5, "image_size": 16}
 TINY_CF = {"factors": 8, "iterations": 5, "num_threads": 1}
 TINY_TRAIN = {"epochs": 2, "batch_size": 32, "device": "cpu", "num_threads": 1, "cf_weight": 2.0}
-TINY_EXPERIMENT = {"label_ratios": [0.3, 1.0], "cf_weights": [2.0], "seeds": [0, 1], "workers": 1, "bootstrap_resamples": 20}
+TINY_EXPERIMENT = {
+    "label_ratios": [0.3, 1.0],
+    "cf_weights": [2.0],
+    "seeds": [0, 1],
+    "workers": 1,
+    "bootstrap_resamples": 20,
+}
 
 
 def tiny_synthetic(**changes) -> SyntheticParams:

@@ -82,7 +82,14 @@ def test_each_method_sets_its_confidence_or_cf_loss(prepared):
     triplet = run_train_params(params, spec("triplet"))
     assert (triplet.cf_loss, triplet.confidence) == ("triplet", "uniform")
     assert run_train_params(params, spec("with_cf")).cf_loss == params.train.cf_loss
-    assert set(METHODS) == {"image_only", "with_cf", "with_cf_num_interactions", "with_cf_loss_based", "triplet", "cf_pretrain"}
+    assert set(METHODS) == {
+        "image_only",
+        "with_cf",
+        "with_cf_num_interactions",
+        "with_cf_loss_based",
+        "triplet",
+        "cf_pretrain",
+    }
 
 
 @pytest.mark.parametrize("method", ["with_cf_loss_based", "with_cf_num_interactions", "triplet"])

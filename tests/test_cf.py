@@ -17,9 +17,21 @@ from collab_iu.validate import validate_dataset
 # a hand-made catalogue: ids deliberately not sorted; 'b' and 'e' share their users; 'f' has no interactions
 ITEM_IDS = ["b", "a", "d", "c", "e", "f", "g"]
 PAIRS = [
-    ("u1", "b"), ("u2", "b"), ("u1", "e"), ("u2", "e"), ("u3", "a"), ("u3", "d"), ("u4", "d"),
-    ("u4", "c"), ("u5", "a"), ("u5", "g"), ("u1", "g"), ("u2", "c"), ("u6", "c"), ("u6", "a"),
-]  # fmt: skip
+    ("u1", "b"),
+    ("u2", "b"),
+    ("u1", "e"),
+    ("u2", "e"),
+    ("u3", "a"),
+    ("u3", "d"),
+    ("u4", "d"),
+    ("u4", "c"),
+    ("u5", "a"),
+    ("u5", "g"),
+    ("u1", "g"),
+    ("u2", "c"),
+    ("u6", "c"),
+    ("u6", "a"),
+]
 
 
 @pytest.fixture

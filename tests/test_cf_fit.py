@@ -149,9 +149,12 @@ def _colour_target(data: TrainingData) -> TrainingData:
     train, val = colour(data.train_rows), colour(data.val_rows)
     mean, scale = train.mean(0), train.std()
     return dataclasses.replace(
-        data, cf_target=(train - mean) / scale, cf_confidence=np.ones(len(train), np.float32),
-        val_cf_target=(val - mean) / scale, val_has_cf=np.ones(len(val), bool),
-    )  # fmt: skip
+        data,
+        cf_target=(train - mean) / scale,
+        cf_confidence=np.ones(len(train), np.float32),
+        val_cf_target=(val - mean) / scale,
+        val_has_cf=np.ones(len(val), bool),
+    )
 
 
 def test_r2_is_high_when_pixels_determine_the_target_and_not_otherwise(prepared, tmp_path):
@@ -160,9 +163,10 @@ def test_r2_is_high_when_pixels_determine_the_target_and_not_otherwise(prepared,
     learnable = _colour_target(load_training_data(layout, params, label_ratio=1.0, seed=0))
     rng = np.random.default_rng(0)
     noise = dataclasses.replace(
-        learnable, cf_target=rng.normal(size=learnable.cf_target.shape).astype(np.float32),
+        learnable,
+        cf_target=rng.normal(size=learnable.cf_target.shape).astype(np.float32),
         val_cf_target=rng.normal(size=learnable.val_cf_target.shape).astype(np.float32),
-    )  # fmt: skip
+    )
     cf_only = params.train.model_copy(
         update={"cf_weight": 10.0, "label_weight": 0.0, "cf_loss": "mse", "epochs": 8, "lr": 3e-3}
     )

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from helpers import TINY_CF, read_items, tiny_params_tree, write_items
 
-from orchestration.cli import main
 from collab_iu.dataset import CFOnlyDatasetError, DatasetError
 from collab_iu.experiment import train_run
 from collab_iu.params import PrepareParams, SplitParams, params_from_dict
 from collab_iu.splits import make_split
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
 from collab_iu.validate import validate_dataset
+from orchestration.cli import main
 
 MIN_ITEMS = 3  # split.min_items_per_label
 NO_IMAGE_MESSAGE = "empty label vocabulary: no item with a usable image has a label"
@@ -182,8 +182,13 @@ def test_cache_and_training_refuse_a_cf_only_dataset(diagnosed):
 
 
 def write_project(work: Path, folder: Path, **overrides) -> None:
-    tree = tiny_params_tree(Path("data"), data={"default": "mine", "datasets": {"mine": {
-        "source": "folder", "path": str(folder), "overrides": overrides}}})  # fmt: skip
+    tree = tiny_params_tree(
+        Path("data"),
+        data={
+            "default": "mine",
+            "datasets": {"mine": {"source": "folder", "path": str(folder), "overrides": overrides}},
+        },
+    )
     tree["data"]["root"] = "data"
     (work / "params.yaml").write_text(yaml.safe_dump(tree))
 

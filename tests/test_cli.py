@@ -19,9 +19,22 @@ from collab_iu.atomic import atomic_dir, atomic_file, write_json
 from orchestration.cli import build_parser, main
 
 SUBCOMMANDS = [
-    "run", "materialize", "prepare", "split", "cf", "cache", "train", "evaluate", "predict", "dvc-yaml", "validate",
-    "generate-synthetic", "import", "fetch-images", "report",
-]  # fmt: skip
+    "run",
+    "materialize",
+    "prepare",
+    "split",
+    "cf",
+    "cache",
+    "train",
+    "evaluate",
+    "predict",
+    "dvc-yaml",
+    "validate",
+    "generate-synthetic",
+    "import",
+    "fetch-images",
+    "report",
+]
 SCRIPT = Path(sys.executable).parent / "collab-iu"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "orchestration.cli"]
 
@@ -40,7 +53,15 @@ DOCUMENTED_OUTPUTS = [
     *(
         f"runs/{key}/{name}"
         for key in ("image_only-r0.3-w0-s0", "with_cf-r1-w2-s1")
-        for name in ("checkpoint.pt", "best.pt", "train.json", "model.json", "test_scores.npy", "test_items.parquet", "metrics.json")
+        for name in (
+            "checkpoint.pt",
+            "best.pt",
+            "train.json",
+            "model.json",
+            "test_scores.npy",
+            "test_items.parquet",
+            "metrics.json",
+        )
     ),
     "evaluation/results.csv",
     "evaluation/results.md",
@@ -314,9 +335,15 @@ def test_dvc_yaml_generation_and_check(tmp_path, monkeypatch, capsys):
     assert main(["dvc-yaml"]) == 0
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
     assert stages["train-synthetic"]["matrix"]["run"] == [
-        "image_only-r0.3-w0-s0", "image_only-r0.3-w0-s1", "image_only-r1-w0-s0", "image_only-r1-w0-s1",
-        "with_cf-r0.3-w2-s0", "with_cf-r0.3-w2-s1", "with_cf-r1-w2-s0", "with_cf-r1-w2-s1",
-    ]  # fmt: skip
+        "image_only-r0.3-w0-s0",
+        "image_only-r0.3-w0-s1",
+        "image_only-r1-w0-s0",
+        "image_only-r1-w0-s1",
+        "with_cf-r0.3-w2-s0",
+        "with_cf-r0.3-w2-s1",
+        "with_cf-r1-w2-s0",
+        "with_cf-r1-w2-s1",
+    ]
     assert stages["cf-synthetic"]["params"] == ["cf"]
     assert main(["dvc-yaml", "--check"]) == 0
     assert main(["dvc-yaml", "--check", "--set", "experiment.seeds=[0]"]) == 1

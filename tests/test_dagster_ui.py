@@ -16,11 +16,13 @@ import pytest
 import yaml
 from helpers import REPO, tiny_params_tree
 
+from collab_iu.steps import DATA_STEPS
 from orchestration.defs.project import ensure_dagster_home
 
 pytestmark = pytest.mark.slow
 DAGSTER = Path(sys.executable).parent / "dagster"
-DATA_ASSETS = ["catalogue", "splits", "cf_embeddings", "image_cache"]
+DATA_ASSETS = [s.asset for s in DATA_STEPS]
+CLI = Path(sys.executable).parent / "collab-iu"
 
 
 def _free_port() -> int:
@@ -55,12 +57,15 @@ def _wait_for_ui(port: int, proc: subprocess.Popen, log: Path, timeout: float = 
     raise AssertionError(f"the UI did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def dagster_dev(tmp_path):
-    """`dagster dev` from the repository root, on a free port, in its own process group, on a tiny project."""
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory):
+    """`dagster dev` from the repository root, on a free port, in its own process group, on a tiny project
+    (one for the module: each test leaves the project materialised further)."""
+    tmp_path = tmp_path_factory.mktemp("ui")
     project = tmp_path / "project"
     project.mkdir()
-    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params_tree(Path("data"))))
+    tree = tiny_params_tree(Path("data"), experiment={"workers": 1}, wandb={"mode": "disabled"})
+    (project / "params.yaml").write_text(yaml.safe_dump(tree))
     home = ensure_dagster_home(project)
     env = os.environ | {"COLLAB_IU_ROOT": str(project), "DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore"}
     port = _free_port()
@@ -68,8 +73,12 @@ def dagster_dev(tmp_path):
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_for_ui(port, proc, log)
         yield port, project, log
@@ -105,7 +114,9 @@ def test_ui_shows_the_graph_and_materialises_the_default_dataset(dagster_dev):
     port, project, log = dagster_dev
     nodes = {"/".join(n["assetKey"]["path"]): n for n in _graphql(port, ASSET_GRAPH)["assetNodes"]}
     assert set(nodes) == {*DATA_ASSETS, "trained_model", "evaluation", "paper_report"}
-    dims = {name: {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]} for name, node in nodes.items()}
+    dims = {
+        name: {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]} for name, node in nodes.items()
+    }
     for name in [*DATA_ASSETS, "evaluation"]:
         assert list(dims[name].values()) == [["synthetic"]], name
     assert dims["trained_model"]["dataset"] == ["synthetic"]
@@ -139,3 +150,104 @@ def test_ui_shows_the_graph_and_materialises_the_default_dataset(dagster_dev):
     base = project / "data" / "synthetic"
     for rel in ("prepared/items.parquet", "split/splits.parquet", "cf/item_vectors.npy", "cache/images.npy"):
         assert (base / rel).is_file(), rel
+
+
+REEXECUTE = """
+mutation Reexecute($parentRunId: String!) {
+  launchPipelineReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: ALL_STEPS}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId jobName tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) { ... on Runs { results { runId jobName status startTime endTime runConfigYaml
+    tags { key value } } } }
+}
+"""
+BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+BACKFILL_STATUS = (
+    "query B($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+)
+
+
+def _wait(port: int, run_id: str, log: Path, timeout: float = 300) -> str:
+    deadline, status = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        status = _graphql(port, STATUS, {"runId": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} still {status} after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _runs(port: int, **tags: str) -> list[dict]:
+    filter_ = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+    return _graphql(port, RUNS, {"filter": filter_})["runsOrError"]["results"]
+
+
+def test_a_run_of_the_cli_is_reexecuted_from_the_ui(dagster_dev):
+    port, project, log = dagster_dev
+    env = os.environ | {"COLLAB_IU_ROOT": str(project), "DAGSTER_HOME": str(project / ".dagster")}
+    done = subprocess.run([str(CLI), "cf"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [parent] = [r for r in _runs(port, **{"collab_iu/entry": "cli"}) if r["jobName"] == "pipeline"]
+    assert parent["status"] == "SUCCESS"
+    assert "cf:" in parent["runConfigYaml"] and "factors: 8" in parent["runConfigYaml"]  # every key the step read
+    launched = _graphql(port, REEXECUTE, {"parentRunId": parent["runId"]})["launchPipelineReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    child = launched["run"]
+    assert child["jobName"] == "pipeline"
+    tags = {t["key"]: t["value"] for t in child["tags"]}
+    assert tags["dagster/parent_run_id"] == parent["runId"] and tags["dagster/partition"] == "synthetic"
+    assert tags["collab_iu/invocation"] == {t["key"]: t["value"] for t in parent["tags"]}["collab_iu/invocation"]
+    assert _wait(port, child["runId"], log) == "SUCCESS"
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_max_overlap_counts_runs_at_once():
+    assert _max_overlap([(0, 2), (1, 3), (2.5, 4)]) == 2  # [2.5, 3] overlaps the second only
+    assert _max_overlap([(0, 1), (1, 2)]) == 1  # one ends as the next starts
+
+
+def test_materialize_all_from_the_ui_trains_at_most_the_limit_at_once(dagster_dev):
+    """A backfill of trained_model partitions (the UI's Materialize all) runs one training at a time here
+    (experiment.workers: 1, so the `training` pool has one slot)."""
+    port, project, log = dagster_dev
+    env = os.environ | {"COLLAB_IU_ROOT": str(project), "DAGSTER_HOME": str(project / ".dagster")}
+    for name in ("prepare", "split", "cf", "cache"):  # the models' inputs, through the CLI
+        done = subprocess.run([str(CLI), name], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    partitions = ["synthetic|image_only-r0.3-w0-s0", "synthetic|with_cf-r0.3-w2-s0", "synthetic|image_only-r1-w0-s1"]
+    params = {"assetSelection": [{"path": ["trained_model"]}], "partitionNames": partitions}
+    launched = _graphql(port, BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill, deadline, status = launched["backfillId"], time.monotonic() + 400, None
+    while time.monotonic() < deadline:
+        status = _graphql(port, BACKFILL_STATUS, {"id": backfill})["partitionBackfillOrError"]["status"]
+        if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED"):
+            break
+        time.sleep(2)
+    runs = _runs(port, **{"dagster/backfill": backfill})
+    assert len(runs) == 3 and {r["status"] for r in runs} == {"SUCCESS"}, (status, runs, log.read_text()[-3000:])
+    assert _max_overlap([(r["startTime"], r["endTime"]) for r in runs]) == 1
+    for key in partitions:
+        assert (project / "data" / "synthetic" / "runs" / key.split("|")[1] / "metrics.json").is_file()

@@ -33,9 +33,11 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
     env |= {
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # stage commands call collab-iu
         "PYTHONWARNINGS": "ignore",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-    }  # fmt: skip
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -74,8 +76,13 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     first = _run([dvc, "repro"], repo)
     stages = _stages_run(first.stdout)
     assert {
-        "prepare-synthetic", "split-synthetic", "cf-synthetic", "cache-synthetic", "evaluate-synthetic", "report"
-    } <= stages  # fmt: skip
+        "prepare-synthetic",
+        "split-synthetic",
+        "cf-synthetic",
+        "cache-synthetic",
+        "evaluate-synthetic",
+        "report",
+    } <= stages
     assert len([s for s in stages if s.startswith("train-synthetic@")]) == 2
     assert "up to date" in _run([dvc, "status"], repo).stdout
     assert (repo / "data/synthetic/evaluation/summary.json").is_file()
@@ -90,8 +97,11 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     second = _run([dvc, "repro"], repo)
     rerun = _stages_run(second.stdout)
     assert rerun == {
-        "cf-synthetic", *(s for s in stages if s.startswith("train-synthetic@")), "evaluate-synthetic", "report"
-    }  # fmt: skip
+        "cf-synthetic",
+        *(s for s in stages if s.startswith("train-synthetic@")),
+        "evaluate-synthetic",
+        "report",
+    }
     for cached in ("prepare-synthetic", "split-synthetic", "cache-synthetic"):
         assert f"Stage '{cached}' didn't change, skipping" in second.stdout
     assert "up to date" in _run([dvc, "status"], repo).stdout

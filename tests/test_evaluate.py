@@ -159,7 +159,15 @@ def test_summary_is_strict_json_with_headline(evaluated):
     baseline = next(c for c in summary["cells"] if c["method"] == "image_only")
     assert baseline["improvement"] is None and baseline["p_value"] is None  # NaN becomes null
     head = summary["headline"]
-    assert set(head) >= {"lowest_label_ratio", "with_cf_map", "image_only_map", "improvement", "p_value", "p_paper", "p_seeds"}
+    assert set(head) >= {
+        "lowest_label_ratio",
+        "with_cf_map",
+        "image_only_map",
+        "improvement",
+        "p_value",
+        "p_paper",
+        "p_seeds",
+    }
     assert head["method"] == SELECTED and head["lowest_label_ratio"] == 0.2 and head["n_seeds"] == 4
     assert head["selected_cf_weights"] == "s0:1 s1:0 s2:1 s3:1"
     assert head["improvement"] == pytest.approx(head["with_cf_map"] / head["image_only_map"] - 1)
@@ -255,7 +263,9 @@ def test_selection_never_reads_test_scores(evaluated, copied):
         np.save(run_dir / "test_scores.npy", 1 - truth if spec.method == "with_cf" else truth)
     corrupted = run_evaluation(params)
     assert corrupted["summary"]["selection"] == evaluated[2]["summary"]["selection"]
-    assert _cell(corrupted["table"], "with_cf", 1.0)["map_mean"] < _cell(evaluated[2]["table"], "with_cf", 1.0)["map_mean"]
+    assert (
+        _cell(corrupted["table"], "with_cf", 1.0)["map_mean"] < _cell(evaluated[2]["table"], "with_cf", 1.0)["map_mean"]
+    )
     assert _cell(corrupted["table"], SELECTED, 1.0)["improvement"] < 0  # chosen on validation, bad on test: shown
 
 

@@ -16,7 +16,14 @@ TINY_FAMILIES = {  # the paper's families, shrunk to a few runs each
     "cf_weight_sweep": {"methods": ["image_only", "with_cf"], "label_ratios": [0.5], "cf_weights": [1.0, 3.0]},
     "label_ratio_sweep": {"methods": ["image_only", "with_cf"], "label_ratios": [0.3, 1.0]},
     "baselines": {
-        "methods": ["image_only", "with_cf", "with_cf_num_interactions", "with_cf_loss_based", "cf_pretrain", "triplet"],
+        "methods": [
+            "image_only",
+            "with_cf",
+            "with_cf_num_interactions",
+            "with_cf_loss_based",
+            "cf_pretrain",
+            "triplet",
+        ],
         "label_ratios": [0.5],
     },
 }
@@ -58,6 +65,12 @@ def test_every_family_appears_in_the_paper_tables(params, tmp_path):
     assert set(main["method"]) >= set(TINY_FAMILIES["baselines"]["methods"])
     assert set(main["label_ratio"]) == {0.3, 0.5, 1.0}
     with_cf = main[main["method"] == "with_cf"]
-    assert set(zip(with_cf["label_ratio"], with_cf["cf_weight"])) == {(0.5, 1.0), (0.5, 2.0), (0.5, 3.0), (0.3, 2.0), (1.0, 2.0)}
+    assert set(zip(with_cf["label_ratio"], with_cf["cf_weight"])) == {
+        (0.5, 1.0),
+        (0.5, 2.0),
+        (0.5, 3.0),
+        (0.3, 2.0),
+        (1.0, 2.0),
+    }
     sweep = pd.read_csv(result["paths"]["map_vs_cf_weight_csv"])
     assert {0.0, 1.0, 2.0, 3.0} <= set(sweep["cf_weight"])

@@ -114,9 +114,15 @@ def test_movielens_1m(tmp_path):
     }
     assert report["images"] == {"found": 1, "missing": 1, "corrupt": 1}
     assert report["kept"] == {
-        "items": 3, "labelled_items": 2, "unlabelled_items": 1, "users": 6, "interactions": 16,
-        "labels": 5, "images": 1, "image_urls": 0,
-    }  # fmt: skip
+        "items": 3,
+        "labelled_items": 2,
+        "unlabelled_items": 1,
+        "users": 6,
+        "interactions": 16,
+        "labels": 5,
+        "images": 1,
+        "image_urls": 0,
+    }
     assert report["notes"]["layout"] == "ml-1m/10m"
     assert report["notes"]["movies without genres (kept unlabelled)"] == 1
     assert "2" in report["corrupt_images"]
@@ -169,9 +175,26 @@ def test_movielens_20m_csv(tmp_path):
 def test_movielens_100k_genre_flags(tmp_path):
     src, out = tmp_path / "ml-100k", tmp_path / "out"
     genres = [
-        "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-        "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-    ]  # fmt: skip
+        "unknown",
+        "Action",
+        "Adventure",
+        "Animation",
+        "Children's",
+        "Comedy",
+        "Crime",
+        "Documentary",
+        "Drama",
+        "Fantasy",
+        "Film-Noir",
+        "Horror",
+        "Musical",
+        "Mystery",
+        "Romance",
+        "Sci-Fi",
+        "Thriller",
+        "War",
+        "Western",
+    ]
 
     def flags(*names: str) -> str:
         return "|".join("1" if g in names else "0" for g in genres)
@@ -228,7 +251,7 @@ def test_movielens_bad_number_named_by_line(tmp_path):
 def make_pinterest(src: Path) -> None:
     write_lines(src / "ImageCategoryID.txt", ["Animals|1", "Art|2", "Food & Drink|3"])
     repins = []
-    repins += [f"100|u{n % 4}|1|b1" for n in range(6)] + [f"100|u9|2|b2" for _ in range(5)]  # 11: Animals wins 6-5
+    repins += [f"100|u{n % 4}|1|b1" for n in range(6)] + ["100|u9|2|b2" for _ in range(5)]  # 11: Animals wins 6-5
     repins += [f"200|u{n}|3|b3" for n in range(10)]  # exactly 10: dropped
     repins += [f"300|u{n}|3|b4" for n in range(5)] + [f"300|u{n}|2|b5" for n in range(5)] + ["300|u1|1|b6"]
     repins += ["300|u1|99|b7"]  # unknown category: dropped line; 300 keeps 11 (tie 5-5: smallest id, Art)
@@ -276,7 +299,11 @@ def test_pinterest_gzipped_as_distributed(tmp_path):
         (src / f"{name}.gz").write_bytes(gzip.compress((src / name).read_bytes()))
         (src / name).unlink()
     report = run_import("pinterest", src, gz, ImportParams())
-    assert sorted(report["files"]) == ["ImageCategoryID.txt", "ImageDatasetImagesURLs.gz", "ImageDatasetRepinactivity.gz"]
+    assert sorted(report["files"]) == [
+        "ImageCategoryID.txt",
+        "ImageDatasetImagesURLs.gz",
+        "ImageDatasetRepinactivity.gz",
+    ]
     assert catalogue(gz) == catalogue(plain) and rows(gz) == rows(plain)
 
 
@@ -315,12 +342,22 @@ K2 = ImportParams(k_core=2, min_label_items=2)
 
 # (user, item, rating, time); with k = 2, A4 (one review) goes, then U4, then A5 (cascade).
 AMAZON_REVIEWS = [
-    ("U1", "A1", 5.0, 200), ("U2", "A1", 4.0, 110), ("U3", "A1", 3.0, 120), ("U1", "A1", 2.0, 100),
-    ("U1", "A2", 4.0, 130), ("U2", "A2", 4.0, 140), ("U3", "A2", 1.0, 150),
-    ("U1", "A3", 3.0, 160), ("U2", "A3", 5.0, 170),
-    ("U4", "A4", 5.0, 180), ("U4", "A5", 5.0, 190), ("U1", "A5", 2.0, 191),
-    ("U1", "A6", 4.0, 192), ("U2", "A6", 4.0, 193), ("U3", "A6", 4.0, 194),
-]  # fmt: skip
+    ("U1", "A1", 5.0, 200),
+    ("U2", "A1", 4.0, 110),
+    ("U3", "A1", 3.0, 120),
+    ("U1", "A1", 2.0, 100),
+    ("U1", "A2", 4.0, 130),
+    ("U2", "A2", 4.0, 140),
+    ("U3", "A2", 1.0, 150),
+    ("U1", "A3", 3.0, 160),
+    ("U2", "A3", 5.0, 170),
+    ("U4", "A4", 5.0, 180),
+    ("U4", "A5", 5.0, 190),
+    ("U1", "A5", 2.0, 191),
+    ("U1", "A6", 4.0, 192),
+    ("U2", "A6", 4.0, 193),
+    ("U3", "A6", 4.0, 194),
+]
 
 AMAZON_META = [
     "{'asin': 'A1', 'title': \"Bob's Game\", 'price': 3.5, 'imUrl': 'http://img.example/A1.jpg', "
@@ -339,10 +376,21 @@ AMAZON_META = [
 def make_amazon(src: Path, interactions: str = "reviews", category: str = "Toys_and_Games") -> None:
     if interactions == "reviews":
         lines = [
-            json.dumps({"reviewerID": u, "asin": i, "reviewerName": "X", "helpful": [0, 0], "reviewText": "ok, fine",
-                        "overall": r, "summary": "s", "unixReviewTime": t, "reviewTime": "01 1, 2014"})
+            json.dumps(
+                {
+                    "reviewerID": u,
+                    "asin": i,
+                    "reviewerName": "X",
+                    "helpful": [0, 0],
+                    "reviewText": "ok, fine",
+                    "overall": r,
+                    "summary": "s",
+                    "unixReviewTime": t,
+                    "reviewTime": "01 1, 2014",
+                }
+            )
             for u, i, r, t in AMAZON_REVIEWS
-        ]  # fmt: skip
+        ]
         src.mkdir(parents=True, exist_ok=True)
         with gzip.open(src / f"reviews_{category}.json.gz", "wt") as f:
             f.write("\n".join(lines) + "\n")
@@ -460,11 +508,20 @@ def test_amazon_loose_review_lines_are_read_as_literals(tmp_path):
     from collab_iu.importers.amazon import read_reviews
 
     path = tmp_path / "reviews_X.json"
-    write_lines(path, ['{"reviewerID": "U1", "asin": "A1", "overall": 5.0, "unixReviewTime": 7}', "",
-                       "{'reviewerID': 'U2', 'asin': 'A1', 'overall': 3, 'unixReviewTime': 8, 'helpful': (0, 1)}"])  # fmt: skip
+    write_lines(
+        path,
+        [
+            '{"reviewerID": "U1", "asin": "A1", "overall": 5.0, "unixReviewTime": 7}',
+            "",
+            "{'reviewerID': 'U2', 'asin': 'A1', 'overall': 3, 'unixReviewTime': 8, 'helpful': (0, 1)}",
+        ],
+    )
     assert read_reviews(path).to_dict("list") == {
-        "user": ["U1", "U2"], "item": ["A1", "A1"], "rating": [5.0, 3.0], "timestamp": [7, 8],
-    }  # fmt: skip
+        "user": ["U1", "U2"],
+        "item": ["A1", "A1"],
+        "rating": [5.0, 3.0],
+        "timestamp": [7, 8],
+    }
 
 
 def test_amazon_several_categories(tmp_path):

@@ -22,7 +22,9 @@ from collab_iu.metrics import (
 EMPTY_LABELS = (3, 7)
 
 
-def random_case(seed: int, decimals: int | None, n_items: int = 400, n_labels: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def random_case(
+    seed: int, decimals: int | None, n_items: int = 400, n_labels: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels of varied frequency (two labels without positives, one all-positive); scores rounded for ties."""
     rng = np.random.default_rng(seed)
     y = (rng.random((n_items, n_labels)) < rng.uniform(0.01, 0.4, n_labels)).astype(int)
@@ -33,7 +35,9 @@ def random_case(seed: int, decimals: int | None, n_items: int = 400, n_labels: i
 
 
 def sklearn_ap(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    return np.array([average_precision_score(y[:, j], scores[:, j]) if y[:, j].any() else np.nan for j in range(y.shape[1])])
+    return np.array(
+        [average_precision_score(y[:, j], scores[:, j]) if y[:, j].any() else np.nan for j in range(y.shape[1])]
+    )
 
 
 @pytest.mark.parametrize("decimals", [None, 1, 0])

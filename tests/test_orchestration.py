@@ -57,18 +57,32 @@ def test_asset_graph(project):
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"catalogue", "splits", "cf_embeddings", "image_cache", "trained_model", "evaluation", "paper_report"}
+    assert keys == {
+        "catalogue",
+        "splits",
+        "cf_embeddings",
+        "image_cache",
+        "trained_model",
+        "evaluation",
+        "paper_report",
+    }
     assert graph.get(dg.AssetKey("paper_report")).partitions_def is None
     model = graph.get(dg.AssetKey("trained_model"))
     runs = [spec.key for spec in grid_runs(load_params(project / "params.yaml"))]
-    assert sorted(model.partitions_def.get_partition_keys()) == sorted(model_partition_key("synthetic", r) for r in runs)
+    assert sorted(model.partitions_def.get_partition_keys()) == sorted(
+        model_partition_key("synthetic", r) for r in runs
+    )
     assert graph.get(dg.AssetKey("evaluation")).partitions_def.get_partition_keys() == ["synthetic"]
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {
-        "catalogue_consistent", "no_item_in_two_splits", "every_label_in_train_and_test",
-        "cf_vectors_finite_and_aligned", "image_cache_complete", "evaluation_covers_grid",
+        "catalogue_consistent",
+        "no_item_in_two_splits",
+        "every_label_in_train_and_test",
+        "cf_vectors_finite_and_aligned",
+        "image_cache_complete",
+        "evaluation_covers_grid",
         "paper_report_covers_evaluations",
-    }  # fmt: skip
+    }
 
 
 def test_whole_graph_materialises_and_checks_pass(project):
@@ -144,7 +158,6 @@ def test_materialize_helper_reports_the_failed_check(project, monkeypatch):
 
     monkeypatch.setattr(assets_module, "run_prepare", empty_labels_prepare)
     use_params(load_params(project / "params.yaml"))
-    monkeypatch.setattr(materialize_module, "_definitions", build_definitions)
     with pytest.raises(MaterializeError, match="catalogue.catalogue_consistent: no item has a label"):
         materialize_module.materialize(["catalogue", "splits"], "synthetic")
     assert not (project / "data" / "synthetic" / "split").exists()

@@ -56,10 +56,16 @@ def project(tmp_path, monkeypatch):
         "cf": TINY_CF,
         "cache": {"image_size": 16, "workers": 1},
         "train": TINY_TRAIN,
-        "experiment": {"methods": ["image_only", "with_cf"], "label_ratios": [0.5], "cf_weights": [2.0], "seeds": [0], "workers": 1,
-                       "bootstrap_resamples": 10},
+        "experiment": {
+            "methods": ["image_only", "with_cf"],
+            "label_ratios": [0.5],
+            "cf_weights": [2.0],
+            "seeds": [0],
+            "workers": 1,
+            "bootstrap_resamples": 10,
+        },
         "wandb": {"mode": "disabled"},
-    }  # fmt: skip
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     return tmp_path
 
@@ -76,10 +82,13 @@ def test_movielens_import_then_the_pipeline(project, capsys):
     out = capsys.readouterr().out
     assert "add the dataset to params.yaml" in out and "preset: paper_movielens" in out
     report = json.loads((project / "data/ml/raw/import_report.json").read_text())
-    counts = pd.Series([line.split("::")[1] for line in (project / "ml-1m/ratings.dat").read_text().split()]).value_counts()
+    counts = pd.Series(
+        [line.split("::")[1] for line in (project / "ml-1m/ratings.dat").read_text().split()]
+    ).value_counts()
     kept = int((counts >= 5).sum())  # importers.min_ratings
     assert report["kept"]["items"] == kept and report["dropped"] == {
-        "movies with < 5 ratings": 90 - kept, "ratings of movies with < 5 ratings": int(counts[counts < 5].sum())
+        "movies with < 5 ratings": 90 - kept,
+        "ratings of movies with < 5 ratings": int(counts[counts < 5].sum()),
     }
     assert report["images"]["missing"] == int(counts.get("7", 0) >= 5)
 

@@ -39,7 +39,11 @@ def _params(root):
     tree = tiny_params_tree(
         root,
         data={"default": "alpha", "datasets": DATASETS},
-        experiment={"seeds": list(SEEDS), "bootstrap_resamples": RESAMPLES, "significance_resamples": SIGNIFICANCE_RESAMPLES},
+        experiment={
+            "seeds": list(SEEDS),
+            "bootstrap_resamples": RESAMPLES,
+            "significance_resamples": SIGNIFICANCE_RESAMPLES,
+        },
     )
     return params_from_dict(tree)
 
@@ -78,7 +82,9 @@ def _p_value(y, method_by_seed, base_by_seed, counts) -> float:
 def _perturbed(y, bases, counts, low: float, high: float, name: str, noise: float = 0.25) -> list[np.ndarray]:
     """The baseline's scores plus small noise and a shift, searched until the valid test's p lies in (low, high)."""
     for k in range(500):
-        runs = [(b + 0.1 * y + _normal(y.shape, noise, f"{name}/{k}/{i}")).astype(np.float32) for i, b in enumerate(bases)]
+        runs = [
+            (b + 0.1 * y + _normal(y.shape, noise, f"{name}/{k}/{i}")).astype(np.float32) for i, b in enumerate(bases)
+        ]
         if low < _p_value(y, runs, bases, counts) < high:
             return runs
     raise AssertionError(f"no perturbation with p in ({low}, {high})")
@@ -131,7 +137,16 @@ def built(tmp_path_factory):
 
     out = root / "report"
     result = build_paper_report(params, out)
-    return {"params": params, "root": root, "out": out, "result": result, "runs": runs, "y": y, "indices": indices, "counts": counts}
+    return {
+        "params": params,
+        "root": root,
+        "out": out,
+        "result": result,
+        "runs": runs,
+        "y": y,
+        "indices": indices,
+        "counts": counts,
+    }
 
 
 # ---------------------------------------------------------------------------- the hand computation
@@ -180,13 +195,22 @@ def _hand_cell(built, dataset: str, method_runs: list[np.ndarray], ratio_key: st
     p_paper = float(ttest_rel(method, base).pvalue)
     p = math.nan
     if len(method_runs) > 1:
-        resampled = [np.array([[_weighted_macro_ap(y, s, w) for w in counts] for s in runs_]) for runs_ in (method_runs, bases)]
+        resampled = [
+            np.array([[_weighted_macro_ap(y, s, w) for w in counts] for s in runs_]) for runs_ in (method_runs, bases)
+        ]
         p = _two_level_p(cell_maps, base_maps, *resampled)
-    base_map, cell_map = np.mean([_macro_ap(y, s) for s in [runs[f"image_only-{ratio_key}-w0-s{s}"] for s in SEEDS]]), np.mean(cell_maps)
+    base_map, cell_map = (
+        np.mean([_macro_ap(y, s) for s in [runs[f"image_only-{ratio_key}-w0-s{s}"] for s in SEEDS]]),
+        np.mean(cell_maps),
+    )
     return {
-        "map": cell_map, "improvement": cell_map / base_map - 1, "p": p, "p_paper": p_paper,
-        "mark": _hand_mark(p), "base_map": base_map,
-    }  # fmt: skip
+        "map": cell_map,
+        "improvement": cell_map / base_map - 1,
+        "p": p,
+        "p_paper": p_paper,
+        "mark": _hand_mark(p),
+        "base_map": base_map,
+    }
 
 
 def _csv_row(table: pd.DataFrame, dataset: str, method: str, ratio: float, weight: float) -> pd.Series:
@@ -301,7 +325,9 @@ def test_cf_weight_sweep_has_image_only_at_zero(built):
     assert (alpha["n_seeds"] == len(SEEDS)).all() and alpha["map_std"].notna().all()
     assert set(sweep["label_ratio"]) == {0.2}
     ratio = pd.read_csv(built["out"] / "map_vs_label_ratio.csv")
-    assert {"with_cf (w=2.5)", "image_only", "random", "popularity"} <= set(ratio.loc[ratio["dataset"] == "alpha", "series"])
+    assert {"with_cf (w=2.5)", "image_only", "random", "popularity"} <= set(
+        ratio.loc[ratio["dataset"] == "alpha", "series"]
+    )
 
 
 def test_every_output_written_and_pngs_valid(built):
@@ -312,7 +338,9 @@ def test_every_output_written_and_pngs_valid(built):
         assert (out / file).read_bytes()[:8] == PNG
     assert "paper_numbers_md" not in result["paths"]  # no dataset on a paper preset
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".report")]
-    assert isinstance(result["table"], pd.DataFrame) and len(result["table"]) == len(pd.read_csv(out / "main_table.csv"))
+    assert isinstance(result["table"], pd.DataFrame) and len(result["table"]) == len(
+        pd.read_csv(out / "main_table.csv")
+    )
 
 
 def test_nothing_usable_raises_and_writes_nothing(built):
@@ -327,7 +355,10 @@ def test_nothing_usable_raises_and_writes_nothing(built):
 def test_paper_numbers_beside_a_paper_preset(built, tmp_path):
     tree = tiny_params_tree(
         built["root"] / "data",
-        data={"default": "alpha", "datasets": {"alpha": {"source": "synthetic", "preset": "paper_toys", "overrides": {}}}},
+        data={
+            "default": "alpha",
+            "datasets": {"alpha": {"source": "synthetic", "preset": "paper_toys", "overrides": {}}},
+        },
         experiment={"seeds": list(SEEDS), "bootstrap_resamples": RESAMPLES},
     )
     result = build_paper_report(params_from_dict(tree), tmp_path / "out")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
 
@@ -17,9 +16,9 @@ from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import dataset_layout
 from collab_iu.params import params_from_dict
 from collab_iu.predict import CSV_COLUMNS, ModelFolderError, predict_images
-from orchestration.cli import main as cli_entry
 from collab_iu.stages import load_prepared, run_cache, run_cf, run_prepare, run_split
 from collab_iu.train import predict_scores
+from orchestration.cli import main as cli_entry
 
 RUN_KEY = "with_cf-r1-w1-s0"
 TINY_TRAIN = {"epochs": 1, "batch_size": 32, "device": "cpu", "num_threads": 1}
@@ -80,7 +79,9 @@ def test_scores_match_the_cached_images(trained, sample):
     paths, rows = sample
     model, info = load_run_model(run_dir)
     vocabulary = info["vocabulary"]
-    expected = predict_scores(model, load_image_cache(layout.cache).images, rows, info["input_size"], torch.device("cpu"))
+    expected = predict_scores(
+        model, load_image_cache(layout.cache).images, rows, info["input_size"], torch.device("cpu")
+    )
 
     full, skipped = predict_images(run_dir, paths, top_k=len(vocabulary), batch_size=4)
     assert skipped == []
@@ -103,7 +104,11 @@ def test_scores_match_the_cached_images(trained, sample):
 def test_folder_expands_recursively_and_sorted(trained, images_dir, sample):
     _, _, run_dir = trained
     predictions, skipped = predict_images(run_dir, [images_dir], top_k=2)
-    assert [p["path"] for p in predictions] == [images_dir / "a.PNG", images_dir / "b.png", images_dir / "sub" / "c.png"]
+    assert [p["path"] for p in predictions] == [
+        images_dir / "a.PNG",
+        images_dir / "b.png",
+        images_dir / "sub" / "c.png",
+    ]
     assert skipped == []  # notes.txt is not an image suffix: not even tried
     direct, _ = predict_images(run_dir, [sample[0][0]], top_k=2)
     assert predictions[1]["labels"] == direct[0]["labels"]  # b.png is a copy of the first sample image

@@ -95,7 +95,16 @@ def test_relative_improvement():
 
 @pytest.mark.parametrize(
     "p, mark",
-    [(0.0, "**"), (0.01, "**"), (0.0100001, "*"), (0.05, "*"), (0.0500001, ""), (0.5, ""), (float("nan"), ""), (None, "")],
+    [
+        (0.0, "**"),
+        (0.01, "**"),
+        (0.0100001, "*"),
+        (0.05, "*"),
+        (0.0500001, ""),
+        (0.5, ""),
+        (float("nan"), ""),
+        (None, ""),
+    ],
 )
 def test_significance_mark_boundaries(p, mark):
     assert significance_mark(p) == mark
@@ -122,7 +131,9 @@ def test_two_level_test_by_hand():
     half = scipy_stats.t.ppf(0.975, df) * np.sqrt(train + test)
     assert out["diff_ci"] == pytest.approx((d.mean() - half, d.mean() + half))
     assert out["improvement"] == pytest.approx(method.mean() / baseline.mean() - 1)
-    assert out["improvement_ci"] == pytest.approx((out["diff_ci"][0] / baseline.mean(), out["diff_ci"][1] / baseline.mean()))
+    assert out["improvement_ci"] == pytest.approx(
+        (out["diff_ci"][0] / baseline.mean(), out["diff_ci"][1] / baseline.mean())
+    )
     low, high = two_level_interval(method, rm)
     assert low < method.mean() < high
 
@@ -157,7 +168,9 @@ def _simulated_experiment(rng: np.random.Generator, noise_method: float, n_seeds
             per_seed[name].append(macro_map(y, scores)[0])
             resampled[name].append(bootstrap_map(y, scores, counts=counts))
             paper[name].append(bootstrap_map(y, scores, indices=indices))
-    valid = two_level_test(per_seed["method"], per_seed["baseline"], np.stack(resampled["method"]), np.stack(resampled["baseline"]))
+    valid = two_level_test(
+        per_seed["method"], per_seed["baseline"], np.stack(resampled["method"]), np.stack(resampled["baseline"])
+    )
     paper_p = paired_bootstrap_test(np.mean(paper["method"], axis=0), np.mean(paper["baseline"], axis=0))["p"]
     return {"p": valid["p"], "p_paper": paper_p}
 

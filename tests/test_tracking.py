@@ -164,7 +164,9 @@ def test_tiny_grid_logs_every_run_offline(project, wandb_env):
 
     train = {run["name"]: run for run in by_type["train"]}
     assert set(train) == set(results)
-    n_labels = len(json.loads((dataset_layout(params).runs / next(iter(results)) / "model.json").read_text())["vocabulary"])
+    n_labels = len(
+        json.loads((dataset_layout(params).runs / next(iter(results)) / "model.json").read_text())["vocabulary"]
+    )
     for key, run in train.items():
         metrics, config = results[key], run["config"]
         for name in ("method", "label_ratio", "cf_weight", "seed"):
@@ -172,7 +174,9 @@ def test_tiny_grid_logs_every_run_offline(project, wandb_env):
         assert config["train"]["epochs"] == EPOCHS and config["fingerprint"] and "git_commit" in config
         val_rows = [row for row in run["history"] if "val_map" in row]
         assert [row["epoch"] for row in val_rows] == list(range(1, EPOCHS + 1))  # one row per epoch
-        terms = {"loss_label", "loss_total", "lr", "images_per_s"} | ({"loss_cf"} if key.startswith("with_cf") else set())
+        terms = {"loss_label", "loss_total", "lr", "images_per_s"} | (
+            {"loss_cf"} if key.startswith("with_cf") else set()
+        )
         assert terms <= set(val_rows[0])
         assert run["summary"]["test_map"] == pytest.approx(metrics["test_map"])
         cf_head = key.startswith("with_cf")  # the CF head's fit per epoch, and at the best epoch in the summary

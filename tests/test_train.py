@@ -54,7 +54,9 @@ def test_interrupted_run_resumes_to_the_same_weights(prepared, tmp_path):
     data = load_training_data(layout, params, label_ratio=0.5, seed=0)
     straight = train_model(data, params.train, params.augment, tmp_path / "a", progress=False)
     with pytest.raises(Interrupted):
-        train_model(data, params.train, params.augment, tmp_path / "b", progress=False, on_epoch_end=_stop_after_first_epoch)
+        train_model(
+            data, params.train, params.augment, tmp_path / "b", progress=False, on_epoch_end=_stop_after_first_epoch
+        )
     assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["state"]["epoch"] == 1
     resumed = train_model(data, params.train, params.augment, tmp_path / "b", progress=False)
     a, b = _weights(tmp_path / "a" / CHECKPOINT), _weights(tmp_path / "b" / CHECKPOINT)

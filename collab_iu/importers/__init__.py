@@ -114,7 +114,8 @@ def run_import(
         raise RawFormatError(source, None, f"unsafe item id {unsafe!r}")
     choices = choose_images(item_ids, folders)
     image_paths = [
-        None if c.path is None else f"images/{item_id}{c.path.suffix}" for item_id, c in zip(item_ids, choices, strict=True)
+        None if c.path is None else f"images/{item_id}{c.path.suffix}"
+        for item_id, c in zip(item_ids, choices, strict=True)
     ]
     escaping = next((p for p in image_paths if p is not None and resolve_inside(out, p) is None), None)
     if escaping is not None:

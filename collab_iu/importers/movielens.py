@@ -35,9 +35,26 @@ from collab_iu.importers.common import (
 from collab_iu.params import ImportParams
 
 GENRES_100K = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-]  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 NOT_GENRES = {"(no genres listed)", "unknown"}
 LAYOUTS = {  # layout -> (movies file, ratings file)
     "ml-100k": ("u.item", "u.data"),

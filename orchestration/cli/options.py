@@ -11,8 +11,12 @@ def add_common_options(parser: argparse.ArgumentParser, dataset: bool = True) ->
     """--params, --set (repeatable) and, unless `dataset` is False, --dataset."""
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: %(default)s)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="GROUP.KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="GROUP.KEY=VALUE",
         help="override a parameter, e.g. --set cf.factors=64 (repeatable)",
-    )  # fmt: skip
+    )
     if dataset:
         parser.add_argument("--dataset", help="dataset name from params.yaml data.datasets (default: data.default)")

@@ -61,14 +61,18 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     text = "label new images with a trained run (pixels only); exit 1 if some files were skipped, 2 if none read"
     p = subparsers.add_parser("predict", help=text, description=text)
     p.add_argument(
-        "--model", required=True, metavar="RUN_DIR",
+        "--model",
+        required=True,
+        metavar="RUN_DIR",
         help="a run folder (data/<dataset>/runs/<run key>) or a bare run key of --dataset",
-    )  # fmt: skip
+    )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders (recursive)")
     p.add_argument("--top-k", type=_positive_int, default=3, help="labels per image (default: %(default)s)")
     p.add_argument("--output", type=Path, metavar="FILE.csv", help="write a CSV (path, rank, label, score) instead")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="default: %(default)s")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="images per forward pass (default: %(default)s)"
+    )
     add_common_options(p)
     p.set_defaults(func=cmd_predict)
     return p

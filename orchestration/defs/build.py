@@ -1,4 +1,5 @@
-"""The Dagster definitions: assets, blocking checks, the compute and W&B resources, built from params.yaml."""
+"""The Dagster definitions: assets, blocking checks, the named jobs, the compute and W&B resources, built from
+params.yaml; the `training` pool gets its limit here."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import warnings
 
 import dagster as dg
 
+from collab_iu.train import resolve_device
 from orchestration.defs.assets import build_assets
 from orchestration.defs.checks import build_checks
-from orchestration.defs.project import ensure_dagster_home, project_params
+from orchestration.defs.jobs import build_jobs
+from orchestration.defs.project import ensure_dagster_home, project_params, set_training_limit, training_limit
 from orchestration.defs.resources import ComputeResource, WandbResource
 
 
@@ -16,6 +19,8 @@ def build_definitions() -> dg.Definitions:
     """Definitions for the params.yaml of the working directory (or $COLLAB_IU_PARAMS)."""
     ensure_dagster_home()
     params = project_params()
+    gpu = resolve_device(params.train.device).type == "cuda"
+    set_training_limit(dg.DagsterInstance.get(), training_limit(params, gpu))
     assets, partitions = build_assets(params)
     with warnings.catch_warnings():  # partitioned asset checks are a Dagster "preview" feature
         warnings.simplefilter("ignore", dg.PreviewWarning)
@@ -23,6 +28,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
+        jobs=build_jobs(),
         resources={
             "compute": ComputeResource(device=params.train.device),
             "wandb": WandbResource(mode=params.wandb.mode),

@@ -3,6 +3,7 @@
 # no `from __future__ import annotations`: Dagster reads the context type from the signatures
 
 import json
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
@@ -13,10 +14,6 @@ from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout, dataset_layout, paper_report_dir
 from collab_iu.stages import load_prepared, load_splits, read_report
 from orchestration.defs.project import project_params, repo_root
-
-
-def _layout(context: dg.AssetCheckExecutionContext) -> DatasetLayout:
-    return dataset_layout(project_params(), context.partition_key, repo_root())
 
 
 def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
@@ -67,78 +64,97 @@ def labels_in_train_and_test(split_report: dict, minimum: int) -> list[str]:
     ]
 
 
+def catalogue_consistent(layout: DatasetLayout) -> dg.AssetCheckResult:
+    """Item ids unique; interactions on known items with finite, non-negative weights; labels present."""
+    items, interactions = load_prepared(layout)
+    return _result(catalogue_is_consistent(items, interactions), items=len(items))
+
+
+def no_item_in_two_splits(layout: DatasetLayout) -> dg.AssetCheckResult:
+    """Every catalogue item is in exactly one of train, val and test."""
+    items, _ = load_prepared(layout)
+    return _result(splits_are_disjoint(items, load_splits(layout)))
+
+
+def every_label_in_train_and_test(layout: DatasetLayout) -> dg.AssetCheckResult:
+    """Every label has split.min_items_per_label items in train and in test."""
+    minimum = project_params().split.min_items_per_label
+    return _result(labels_in_train_and_test(read_report(layout.split), minimum))
+
+
+def cf_vectors_finite_and_aligned(layout: DatasetLayout) -> dg.AssetCheckResult:
+    """The CF vectors are finite and follow the catalogue's item order, one row per item."""
+    items, _ = load_prepared(layout)
+    vectors = np.load(layout.cf / "item_vectors.npy", mmap_mode="r")
+    index = pd.read_parquet(layout.cf / "item_index.parquet")
+    problems = []
+    if not np.isfinite(vectors).all():
+        problems.append("CF vectors contain NaN or infinite values")
+    if len(vectors) != len(index) or list(index["item_id"]) != list(items["item_id"]):
+        problems.append(
+            f"{len(vectors)} vectors / {len(index)} index rows do not follow the {len(items)} catalogue ids"
+        )
+    return _result(problems, shape=str(tuple(vectors.shape)))
+
+
+def image_cache_complete(layout: DatasetLayout) -> dg.AssetCheckResult:
+    """Every catalogue image is cached or reported as failed, and the array matches its index."""
+    items, _ = load_prepared(layout)
+    cache = load_image_cache(layout.cache)
+    failed = set(read_report(layout.cache)["failed"]["items"])
+    wanted = set(items.loc[items["image"].notna(), "item_id"])
+    missing = wanted - set(cache.index["item_id"]) - failed
+    problems = [f"{len(missing)} catalogue images are neither cached nor reported failed"] if missing else []
+    return _result(problems, images=len(cache.index), failed=len(failed))
+
+
+def evaluation_covers_grid(layout: DatasetLayout) -> dg.AssetCheckResult:
+    """The evaluation has a result for every run of the dataset's grid."""
+    summary = json.loads((layout.evaluation / "summary.json").read_text())
+    evaluated = {run["run_key"] for run in summary["runs"]}
+    missing = [spec.key for spec in grid_runs(project_params().for_dataset(layout.name)) if spec.key not in evaluated]
+    problems = [f"no result for runs: {', '.join(missing)}"] if missing else []
+    return _result(problems, runs=len(evaluated))
+
+
+def paper_report_covers_evaluations() -> dg.AssetCheckResult:
+    """Every run of every dataset's evaluation is in the paper's tables."""
+    params = project_params()
+    report = json.loads((paper_report_dir(params, repo_root()) / "report.json").read_text())
+    problems = []
+    for name in params.data.datasets:
+        summary_path = dataset_layout(params, name, repo_root()).evaluation / "summary.json"
+        if not summary_path.exists():
+            continue
+        evaluated = {run["run_key"] for run in json.loads(summary_path.read_text())["runs"]}
+        reported = set(report["details"].get(name, {}).get("runs", []))
+        if evaluated - reported:
+            problems.append(f"{name}: runs evaluated but not in the report: {', '.join(sorted(evaluated - reported))}")
+    return _result(problems, datasets=", ".join(report["datasets"]))
+
+
+# the blocking checks of the dataset-partitioned assets: asset -> checks (each a function of the layout)
+DATASET_CHECKS: dict[str, tuple[Callable[[DatasetLayout], dg.AssetCheckResult], ...]] = {
+    "catalogue": (catalogue_consistent,),
+    "splits": (no_item_in_two_splits, every_label_in_train_and_test),
+    "cf_embeddings": (cf_vectors_finite_and_aligned,),
+    "image_cache": (image_cache_complete,),
+    "evaluation": (evaluation_covers_grid,),
+}
+
+
+def _dataset_check(asset: dg.AssetsDefinition, check, datasets: dg.PartitionsDefinition):
+    @dg.asset_check(asset=asset, name=check.__name__, description=check.__doc__, blocking=True, partitions_def=datasets)
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        return check(dataset_layout(project_params(), context.partition_key, repo_root()))
+
+    return _check
+
+
 def build_checks(assets: dict[str, dg.AssetsDefinition], datasets: dg.PartitionsDefinition) -> list:
-    """The blocking checks on catalogue, splits, cf_embeddings, image_cache and evaluation."""
-
-    @dg.asset_check(asset=assets["catalogue"], blocking=True, partitions_def=datasets)
-    def catalogue_consistent(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        """Item ids unique; interactions on known items with valid weights; labels present."""
-        items, interactions = load_prepared(_layout(context))
-        return _result(catalogue_is_consistent(items, interactions), items=len(items))
-
-    @dg.asset_check(asset=assets["splits"], blocking=True, partitions_def=datasets)
-    def no_item_in_two_splits(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        layout = _layout(context)
-        items, _ = load_prepared(layout)
-        return _result(splits_are_disjoint(items, load_splits(layout)))
-
-    @dg.asset_check(asset=assets["splits"], blocking=True, partitions_def=datasets)
-    def every_label_in_train_and_test(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        layout = _layout(context)
-        minimum = project_params().split.min_items_per_label
-        return _result(labels_in_train_and_test(read_report(layout.split), minimum))
-
-    @dg.asset_check(asset=assets["cf_embeddings"], blocking=True, partitions_def=datasets)
-    def cf_vectors_finite_and_aligned(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        layout = _layout(context)
-        items, _ = load_prepared(layout)
-        vectors = np.load(layout.cf / "item_vectors.npy", mmap_mode="r")
-        index = pd.read_parquet(layout.cf / "item_index.parquet")
-        problems = []
-        if not np.isfinite(vectors).all():
-            problems.append("CF vectors contain NaN or infinite values")
-        if len(vectors) != len(index) or list(index["item_id"]) != list(items["item_id"]):
-            problems.append(f"{len(vectors)} vectors / {len(index)} index rows do not follow the {len(items)} catalogue ids")
-        return _result(problems, shape=str(tuple(vectors.shape)))
-
-    @dg.asset_check(asset=assets["image_cache"], blocking=True, partitions_def=datasets)
-    def image_cache_complete(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        """Every catalogue image is cached or reported as failed, and the array matches its index."""
-        layout = _layout(context)
-        items, _ = load_prepared(layout)
-        cache = load_image_cache(layout.cache)
-        failed = set(read_report(layout.cache)["failed"]["items"])
-        wanted = set(items.loc[items["image"].notna(), "item_id"])
-        missing = wanted - set(cache.index["item_id"]) - failed
-        problems = [f"{len(missing)} catalogue images are neither cached nor reported failed"] if missing else []
-        return _result(problems, images=len(cache.index), failed=len(failed))
-
-    @dg.asset_check(asset=assets["evaluation"], blocking=True, partitions_def=datasets)
-    def evaluation_covers_grid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        layout = _layout(context)
-        summary = json.loads((layout.evaluation / "summary.json").read_text())
-        evaluated = {run["run_key"] for run in summary["runs"]}
-        missing = [spec.key for spec in grid_runs(project_params().for_dataset(layout.name)) if spec.key not in evaluated]
-        problems = [f"no result for runs: {', '.join(missing)}"] if missing else []
-        return _result(problems, runs=len(evaluated))
-
-    @dg.asset_check(asset=assets["paper_report"], blocking=True)
-    def paper_report_covers_evaluations() -> dg.AssetCheckResult:
-        """Every run of every dataset's evaluation is in the paper's tables."""
-        params = project_params()
-        report = json.loads((paper_report_dir(params, repo_root()) / "report.json").read_text())
-        problems = []
-        for name in params.data.datasets:
-            summary_path = dataset_layout(params, name, repo_root()).evaluation / "summary.json"
-            if not summary_path.exists():
-                continue
-            evaluated = {run["run_key"] for run in json.loads(summary_path.read_text())["runs"]}
-            reported = set(report["details"].get(name, {}).get("runs", []))
-            if evaluated - reported:
-                problems.append(f"{name}: runs evaluated but not in the report: {', '.join(sorted(evaluated - reported))}")
-        return _result(problems, datasets=", ".join(report["datasets"]))
-
-    return [
-        catalogue_consistent, no_item_in_two_splits, every_label_in_train_and_test,
-        cf_vectors_finite_and_aligned, image_cache_complete, evaluation_covers_grid, paper_report_covers_evaluations,
-    ]  # fmt: skip
+    """The blocking checks: DATASET_CHECKS per dataset partition, and paper_report_covers_evaluations."""
+    checks = [_dataset_check(assets[name], c, datasets) for name, group in DATASET_CHECKS.items() for c in group]
+    report_check = dg.asset_check(
+        asset=assets["paper_report"], description=paper_report_covers_evaluations.__doc__, blocking=True
+    )(paper_report_covers_evaluations)
+    return [*checks, report_check]

@@ -28,7 +28,7 @@ def _config_type(annotation: Any) -> Any:
         return str
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return typing.Optional[_config_type(inner[0])] if len(inner) == 1 else Any
+        return _config_type(inner[0]) | None if len(inner) == 1 else Any
     if origin is tuple:
         return list[args[0]]
     if origin is list:

@@ -25,7 +25,15 @@ def model_partitions(datasets: dg.StaticPartitionsDefinition, runs: dg.StaticPar
     return dg.MultiPartitionsDefinition({DATASET: datasets, RUN: runs})
 
 
-def model_partition_key(dataset: str, run_key: str) -> str:
+def model_partition_key(dataset: str, run_key: str) -> dg.MultiPartitionKey:
     """The string key of one trained-model partition (dimension values ordered by name, joined by '|')."""
     parse_run_key(run_key)
     return dg.MultiPartitionKey({DATASET: dataset, RUN: run_key})
+
+
+def parse_model_partition_key(key: str) -> dg.MultiPartitionKey:
+    """`<dataset>|<run key>` (as the UI and dvc.yaml write it) as a trained-model partition key."""
+    dataset, sep, run_key = key.partition("|")
+    if not sep:
+        raise KeyError(f"bad trained_model partition {key!r}: expected <dataset>|<run key>")
+    return model_partition_key(dataset, run_key)

@@ -11,6 +11,8 @@ import yaml
 from collab_iu.atomic import atomic_file
 from collab_iu.params import Params, load_params
 
+LOCATION_NAME = "collab_iu"  # the code location, as `dagster dev` names it ([tool.dagster] in pyproject.toml)
+TRAINING_POOL = "training"  # the trained_model steps; its limit: training_limit()
 ROOT_ENV = "COLLAB_IU_ROOT"  # the repository (default: the working directory)
 PARAMS_ENV = "COLLAB_IU_PARAMS"  # another params file (default: <root>/params.yaml)
 
@@ -45,14 +47,34 @@ def project_params(overrides: dict | None = None) -> Params:
 
 
 def ensure_dagster_home(root: Path | None = None) -> Path:
-    """Point DAGSTER_HOME at `<repo>/.dagster` (absolute) unless set; create it with telemetry off."""
+    """Point DAGSTER_HOME at `<repo>/.dagster` (absolute) unless set; create it with telemetry off and pools
+    enforced per run (a queued run starts only when its pools have a free slot, see `set_training_limit`).
+
+    An instance made before pools were enforced per run gets `granularity: run` added.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or (root or repo_root()) / ".dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(
-            "telemetry:\n  enabled: false\n"
-            "concurrency:\n  pools:\n    default_limit: 1  # the `gpu` pool: one training step on the GPU at a time\n"
-        )
+    settings = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
+    pools = settings.setdefault("concurrency", {}).setdefault("pools", {})
+    if not config.exists() or pools.get("granularity") != "run":
+        settings.setdefault("telemetry", {"enabled": False})
+        pools["granularity"] = "run"
+        with atomic_file(config) as tmp:
+            tmp.write_text(yaml.safe_dump(settings, sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def training_limit(params: Params, gpu: bool) -> int:
+    """How many trainings run at once: one on a GPU, experiment.workers on the CPU (each gets an equal share
+    of the cores)."""
+    return 1 if gpu else params.experiment.workers
+
+
+def set_training_limit(instance, limit: int) -> None:
+    """Give the `training` pool `limit` slots in `instance` (the UI's Materialize all, backfills and
+    `collab-iu run` alike; the UI shows it under Deployment > Concurrency)."""
+    storage = instance.event_log_storage
+    if storage.get_concurrency_info(TRAINING_POOL).slot_count != limit:
+        storage.set_concurrency_slots(TRAINING_POOL, limit)
