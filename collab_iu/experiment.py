@@ -9,7 +9,8 @@ A run folder `data/<dataset>/runs/<run key>/` holds:
   CF vectors (`val_cf_r2`, `val_cf_cosine`, `val_cf_items`: see `train_run`); written last, so its presence
   marks a finished run. Runs written before the val_cf_* keys existed lack them: read them with .get().
 
-A finished run with the same config is not trained again; an interrupted one resumes.
+A finished run with the same config is not trained again; an interrupted one resumes; a finished run with
+another config is replaced only when asked (`replace`), never silently.
 Each training (or resumed training) reports to a `TrainingObserver` (collab_iu/observer.py): the
 orchestration layer attaches W&B and Dagster's run log there; a reused finished run reports nothing.
 """
@@ -27,8 +28,9 @@ import torch
 
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
-from collab_iu.grid import CONFIDENCE_OF, RunSpec, parse_run_key
+from collab_iu.grid import RunSpec, parse_run_key
 from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.methods import METHODS
 from collab_iu.metrics import evaluate_scores
 from collab_iu.models import MultitaskModel
 from collab_iu.observer import TrainingObserver
@@ -40,16 +42,15 @@ METRICS_JSON = "metrics.json"
 
 
 def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
-    """The training parameters of one run: params.train with the run's cf weight and seed, and its method's
-    confidence type (with_cf_<confidence>) or CF loss (triplet)."""
+    """The training parameters of one run: params.train with the run's cf weight and seed, and what its method
+    forces (collab_iu/methods.py: the confidence type, the CF loss)."""
+    method = METHODS[spec.method]
     update: dict = {"cf_weight": spec.cf_weight, "seed": spec.seed}
-    if spec.method in CONFIDENCE_OF:
-        update["confidence"] = CONFIDENCE_OF[spec.method]
-    elif spec.method == "triplet":
-        update["cf_loss"] = "triplet"
-    if spec.method != "with_cf" and "confidence" not in update:
-        update["confidence"] = "uniform"  # only with_cf takes train.confidence
-    if spec.method != "triplet" and params.train.cf_loss == "triplet":
+    if method.confidence is not None:
+        update["confidence"] = method.confidence
+    if method.cf_loss is not None:
+        update["cf_loss"] = method.cf_loss
+    elif params.train.cf_loss == "triplet":
         raise ValueError("train.cf_loss 'triplet' is for the method `triplet`; choose exp, mse or cosine for with_cf")
     return params.train.model_copy(update=update)
 
@@ -67,7 +68,7 @@ def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
         "seed": spec.seed,
         "train": run_train_params(params, spec).model_dump(mode="json"),
         "augment": params.augment.model_dump(mode="json"),
-        "pretrain_epochs": params.experiment.pretrain_epochs if spec.method == "cf_pretrain" else None,
+        "pretrain_epochs": params.experiment.pretrain_epochs if METHODS[spec.method].pretrain else None,
         "fingerprint": read_report(layout.prepared)["fingerprint"],
         "inputs": _input_digest(layout),  # whoever wrote split, cf and cache, with whatever params
     }
@@ -89,6 +90,51 @@ def _input_digest(layout: DatasetLayout) -> str:
     return digest.hexdigest()[:16]
 
 
+class RunConflictError(RuntimeError):
+    """A finished run exists under the run key with another configuration, and replacing it was not asked."""
+
+
+def _changed(saved: dict, config: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every value that differs between two run configs (nested keys dotted)."""
+    changes = []
+    for key in sorted((set(saved) | set(config)) - {"config_hash"}):
+        old, new = saved.get(key), config.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _changed(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def _refuse_replacing(run_dir: Path, config: dict) -> None:
+    try:
+        saved = json.loads((run_dir / MODEL_JSON).read_text()).get("config", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        saved = {}
+    changes = _changed(saved, config) or ["its model.json is missing or unreadable"]
+    raise RunConflictError(
+        f"{run_dir} holds a finished run with another configuration ({'; '.join(changes[:6])}"
+        f"{'; ...' if len(changes) > 6 else ''}); it is kept. To train it again with the new configuration, "
+        "replace it explicitly: `--replace` on the command line, the run tag collab_iu/replace=true in Dagster "
+        "(dvc repro replaces its outputs by itself)."
+    )
+
+
+def _claim_run_dir(run_dir: Path, config: dict, replace: bool) -> dict | None:
+    """The metrics of a finished run of this config (reused), else None with `run_dir` ready to train in:
+    kept for a resume, emptied for another config (a finished one only when `replace`)."""
+    finished = (run_dir / METRICS_JSON).exists()
+    if _reusable(run_dir, config):
+        if finished:
+            return json.loads((run_dir / METRICS_JSON).read_text())
+    elif finished and not replace:
+        _refuse_replacing(run_dir, config)
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)  # another config: start over
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
 def _reusable(run_dir: Path, config: dict) -> bool:
     try:
         saved = json.loads((run_dir / MODEL_JSON).read_text())
@@ -104,8 +150,12 @@ def train_run(
     repo_root: Path | None = None,
     progress: bool = True,
     observer: TrainingObserver | None = None,
+    replace: bool = False,
 ) -> dict:
     """Train (or resume, or reuse) one grid run and score its best epoch on the test items; returns metrics.
+
+    A finished run of the same key with another configuration raises RunConflictError, unless `replace`;
+    an unfinished one with another configuration starts over.
 
     Besides the test metrics: `val_cf_r2`, `val_cf_cosine` (collab_iu/cf_fit.py) and `val_cf_items` of the
     best epoch's CF head over the validation items with a CF target, against targets prepared as for
@@ -121,12 +171,9 @@ def train_run(
     params = params.for_dataset(layout.name)
     run_dir = layout.runs / spec.key
     config = run_config(params, spec, layout)
-    if _reusable(run_dir, config):
-        if (run_dir / METRICS_JSON).exists():
-            return json.loads((run_dir / METRICS_JSON).read_text())
-    elif run_dir.exists():
-        shutil.rmtree(run_dir)  # another config: start over
-    run_dir.mkdir(parents=True, exist_ok=True)
+    finished = _claim_run_dir(run_dir, config, replace)
+    if finished is not None:
+        return finished
 
     train_params = run_train_params(params, spec)
     data = load_training_data(layout, params.model_copy(update={"train": train_params}), spec.label_ratio, spec.seed)
@@ -134,7 +181,7 @@ def train_run(
     model_info = {
         "backbone": train_params.backbone,
         "vocabulary": data.vocabulary,
-        "cf_dim": 0 if spec.method in ("image_only", "cf_pretrain") else int(data.cf_target.shape[1]),
+        "cf_dim": int(data.cf_target.shape[1]) if METHODS[spec.method].final_cf_head else 0,
         "cache_size": params.cache.image_size,
         "input_size": size,
         "mean": IMAGENET_MEAN,
@@ -168,7 +215,7 @@ def _train_and_score(
 ) -> dict:
     """Train one run's method (cf_pretrain: two stages), score its best epoch, write metrics.json."""
     init, pretrained = None, None
-    if spec.method == "cf_pretrain":  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
+    if METHODS[spec.method].pretrain:  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
         stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
         pretrained = train_model(
             data,
@@ -180,7 +227,7 @@ def _train_and_score(
         )
         init = run_dir / "pretrain" / BEST
         train_params = train_params.model_copy(update={"cf_weight": 0.0})
-    elif spec.method == "image_only":
+    elif not METHODS[spec.method].uses_cf:
         train_params = train_params.model_copy(update={"cf_weight": 0.0})
     summary = train_model(
         data,

@@ -2,33 +2,26 @@
 
 A run key such as `with_cf-r0.05-w1-s0` encodes method, label ratio, cf weight and seed.
 It is built and parsed here only (Dagster partitions and DVC stages use it too), and it
-avoids the characters `| , [ ]` and spaces.
-
-Methods (the paper's baselines):
-
-- `image_only`: the classifier alone (cf weight 0);
-- `with_cf`: the multitask model with train.confidence and train.cf_loss;
-- `with_cf_num_interactions`, `with_cf_loss_based`: with_cf with that confidence type;
-- `triplet`: the CF head trained with a triplet loss (positive: an item sharing users with the anchor);
-- `cf_pretrain`: the network trained on the CF target first, then on labels only.
+avoids the characters `| , [ ]` and spaces. The methods (the paper's baselines) are those of the
+method registry, collab_iu/methods.py.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import get_args
 
-from collab_iu.params import Method, Params
+from collab_iu.methods import METHOD_NAMES
+from collab_iu.methods import METHODS as REGISTRY
+from collab_iu.params import Params
 
-METHODS: tuple[str, ...] = get_args(Method)
-CONFIDENCE_OF = {"with_cf_num_interactions": "num_interactions", "with_cf_loss_based": "loss_based"}
+METHODS: tuple[str, ...] = METHOD_NAMES
 _KEY = re.compile(r"^(?P<method>[a-z_]+)-r(?P<ratio>[0-9.]+)-w(?P<weight>[0-9.]+)-s(?P<seed>[0-9]+)$")
 
 
 def uses_cf(method: str) -> bool:
     """Whether a method's runs have a cf weight (every method but image_only and the reference points)."""
-    return method in METHODS and method != "image_only"
+    return method in REGISTRY and REGISTRY[method].uses_cf
 
 
 @dataclass(frozen=True, order=True)
@@ -68,7 +61,7 @@ def grid_runs(params: Params) -> list[RunSpec]:
         )
     runs: set[RunSpec] = set()
     for method in grid.methods:
-        weights = [0.0] if method == "image_only" else cf_weights
+        weights = cf_weights if uses_cf(method) else [0.0]
         for ratio in grid.label_ratios:
             for weight in weights:
                 for seed in params.experiment.seeds:

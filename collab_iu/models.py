@@ -6,14 +6,15 @@ ever downloaded (torchvision's default pretrained weights would be fetched from 
 
 from __future__ import annotations
 
+import importlib
 import warnings
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torchvision.models as tvm
 from torch import nn
+
+from collab_iu.backbones import BACKBONES, check_backbone
 
 CF_HIDDEN = 128
 
@@ -39,25 +40,6 @@ class SmallCNN(nn.Sequential):
             nn.Flatten(),
         )
         self.feat_dim = widths[2]
-
-
-BACKBONES: dict[str, Callable[[], nn.Module]] = {
-    "resnet18": partial(tvm.resnet18, weights=None),
-    "mobilenet_v2": partial(tvm.mobilenet_v2, weights=None),
-    "mobilenet_v3_small": partial(tvm.mobilenet_v3_small, weights=None),
-    "mobilenet_v3_large": partial(tvm.mobilenet_v3_large, weights=None),
-    "regnet_y_400mf": partial(tvm.regnet_y_400mf, weights=None),
-    "small_cnn": SmallCNN,
-}
-
-# the attribute holding the ImageNet classifier of each torchvision backbone
-_CLASSIFIER = {
-    "resnet18": "fc",
-    "mobilenet_v2": "classifier",
-    "mobilenet_v3_small": "classifier",
-    "mobilenet_v3_large": "classifier",
-    "regnet_y_400mf": "fc",
-}
 
 
 def load_weights(model: nn.Module, path: str | Path, ignore_prefix: str | None = None) -> None:
@@ -100,10 +82,11 @@ def create_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Mo
     weights: None (random init) or a local state-dict file for the full model, with or
     without its classifier keys.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
-    model = BACKBONES[name]()
-    classifier = _CLASSIFIER.get(name)
+    spec = BACKBONES[check_backbone(name)]
+    module, attribute = spec.constructor.split(":")
+    constructor = getattr(importlib.import_module(module), attribute)
+    model = constructor(weights=None) if spec.classifier else constructor()
+    classifier = spec.classifier
     if weights is not None:
         load_weights(model, weights, f"{classifier}." if classifier else None)
     feat_dim = _strip_classifier(model, classifier) if classifier else model.feat_dim

@@ -8,10 +8,13 @@ The CLI, Dagster and DVC all read parameters through `load_params`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from collab_iu.backbones import check_backbone
+from collab_iu.methods import METHOD_NAMES, METHODS
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -35,7 +38,7 @@ class DatasetSource(_Group):
     `prepare` imports into `data/<name>/raw/` first.
     """
 
-    source: Literal["synthetic", "folder", "pinterest", "movielens", "amazon"] = "synthetic"
+    source: Literal[("synthetic", "folder", *IMPORTED_SOURCES)] = "synthetic"
     path: str | None = None  # the folder (relative to the repository root or absolute)
     images: str | None = (
         None  # imported sources: a folder of <item id>.jpg images; None = <path>/images or <path>/posters
@@ -180,9 +183,7 @@ class AugmentParams(_Group):
 class TrainParams(_Group):
     """One training run of the multitask model (the grid over methods, ratios and seeds sets the rest)."""
 
-    backbone: str = (
-        "small_cnn"  # small_cnn | resnet18 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | regnet_y_400mf
-    )
+    backbone: Annotated[str, AfterValidator(check_backbone)] = "small_cnn"  # a name of collab_iu/backbones.py
     weights: str | None = None  # a local state-dict file; never downloaded
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=2)
@@ -207,7 +208,7 @@ class TrainParams(_Group):
     seed: int = 0  # a grid run takes its own from experiment.seeds
 
 
-Method = Literal["image_only", "with_cf", "with_cf_num_interactions", "with_cf_loss_based", "triplet", "cf_pretrain"]
+Method = Literal[METHOD_NAMES]  # the names of collab_iu/methods.py
 
 
 class GridFamily(_Group):
@@ -274,7 +275,7 @@ class ExperimentParams(_Group):
         if not self.seeds:
             raise ValueError("seeds may not be empty")
         GridFamily(methods=self.methods, label_ratios=self.label_ratios, cf_weights=self.cf_weights)
-        if any(m != "image_only" for m in self.methods) and not self.cf_weights:
+        if any(METHODS[m].uses_cf for m in self.methods) and not self.cf_weights:
             raise ValueError("cf_weights may not be empty when a method uses CF")
         if "main" in self.families:
             raise ValueError("families may not redefine 'main' (it is methods x label_ratios x cf_weights)")

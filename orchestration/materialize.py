@@ -28,7 +28,7 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 from collab_iu.steps import STEPS
 from orchestration.defs.config import asset_config
 from orchestration.defs.jobs import job_of
-from orchestration.defs.project import LOCATION_NAME, project_params, repo_root
+from orchestration.defs.project import LOCATION_NAME, REPLACE_TAG, project_params, repo_root
 from orchestration.errors import MaterializeError
 
 ASSETS = tuple(s.asset for s in STEPS)
@@ -37,11 +37,14 @@ DEFINITIONS_MODULE = "orchestration.definitions"
 REPOSITORY = "__repository__"  # the repository a Definitions object becomes
 INVOCATION_ENV = "COLLAB_IU_INVOCATION"  # tags every run of one `collab-iu` command (workers inherit it)
 INVOCATION_TAG = "collab_iu/invocation"
+REPLACE_TAG_ENV = "COLLAB_IU_REPLACE"
 
 
-def start_invocation() -> str:
-    """A new invocation id for this command's runs (tag `collab_iu/invocation`); filter the UI's runs by it."""
+def start_invocation(replace: bool = False) -> str:
+    """A new invocation id for this command's runs (tag `collab_iu/invocation`; filter the UI's runs by it);
+    `replace` tags them `collab_iu/replace: true`."""
     os.environ[INVOCATION_ENV] = uuid.uuid4().hex[:12]
+    os.environ[REPLACE_TAG_ENV] = "true" if replace else ""
     return os.environ[INVOCATION_ENV]
 
 
@@ -109,6 +112,8 @@ def _create_run(
     tags = {**remote_job.tags, **_partition_tags(partition_key), "collab_iu/entry": "cli"}
     if os.environ.get(INVOCATION_ENV):
         tags[INVOCATION_TAG] = os.environ[INVOCATION_ENV]
+    if os.environ.get(REPLACE_TAG_ENV):
+        tags[REPLACE_TAG] = "true"
     return instance.create_run(
         job_name=job,
         run_id=None,

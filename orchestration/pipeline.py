@@ -8,8 +8,9 @@ trained model (in parallel on the CPU, one at a time on a GPU), one for the eval
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from multiprocessing import get_context
 
 from collab_iu.steps import CF_DIAGNOSIS_STEPS, DATA_STEPS
@@ -66,13 +67,32 @@ def _limit_threads(threads: int) -> None:
 def _materialize(assets: list[str], partition: str) -> None:
     from orchestration.materialize import materialize
 
-    materialize(assets, partition)
+    with _plain_errors():
+        materialize(assets, partition)
 
 
 def _train(dataset: str, run_key: str) -> float | None:
     from orchestration.materialize import model_test_map
 
-    return model_test_map(dataset, run_key)
+    with _plain_errors():
+        return model_test_map(dataset, run_key)
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    """A worker's failure as a MaterializeError with the innermost cause's message (Dagster's errors hold
+    tracebacks, which cannot travel back to the calling process)."""
+    from orchestration.errors import MaterializeError
+
+    try:
+        yield
+    except MaterializeError:
+        raise
+    except Exception as exc:
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise MaterializeError(f"{type(cause).__name__}: {cause}") from None
 
 
 def _trains_on_gpu() -> bool:

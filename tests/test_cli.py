@@ -108,6 +108,7 @@ def test_parser_knows_every_subcommand():
     assert sorted(sub.choices) == sorted(SUBCOMMANDS)
 
 
+@pytest.mark.e2e
 def test_run_writes_every_documented_output(tmp_path):
     write_params(tmp_path)
     out = cli(["run"], tmp_path)
@@ -324,8 +325,32 @@ def test_materialize_by_asset_name(tmp_path, monkeypatch, capsys):
     assert len(list((tmp_path / "data/synthetic/runs").iterdir())) == 1
     runs = dg.DagsterInstance.from_config(str(tmp_path / ".dagster")).get_runs()
     assert len(runs) == 5
+    assert {r.job_name for r in runs} == {"pipeline", "training"}  # named jobs, never the ephemeral one
+    assert all(r.remote_job_origin is not None for r in runs)  # what the UI's Re-execute needs
+    assert len({r.tags["collab_iu/invocation"] for r in runs}) == 3  # one id per command
+    [model] = [r for r in runs if r.job_name == "training"]
+    assert model.run_config["ops"]["trained_model"]["config"]["train"]["epochs"] == 2  # every key the step reads
     assert main(["materialize", "models"]) == 2
     assert "unknown asset(s) models" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_replaced_only_when_asked(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["materialize", "catalogue", "splits", "cf_embeddings", "image_cache"]) == 0
+    key = "image_only-r1-w0-s0"
+    assert main(["train", "--run", key]) == 0
+    metrics = tmp_path / "data/synthetic/runs" / key / "metrics.json"
+    first = metrics.read_bytes()
+    capfd.readouterr()
+    assert main(["train", "--run", key, "--set", "train.epochs=3"]) == 2
+    err = capfd.readouterr().err
+    assert "finished run with another configuration (train.epochs: 2 -> 3)" in err and "--replace" in err
+    assert metrics.read_bytes() == first  # kept
+    assert main(["train", "--run", key, "--set", "train.epochs=3", "--replace"]) == 0
+    history = json.loads((metrics.parent / "train.json").read_text())["history"]
+    assert len(history) == 3
+    assert "image_only-r1-w0-s0 epoch 3/3: loss_label" in capfd.readouterr().out  # per-epoch progress (a worker's)
 
 
 def test_dvc_yaml_generation_and_check(tmp_path, monkeypatch, capsys):

@@ -70,7 +70,7 @@ def repo(tmp_path_factory) -> Path:
     return dest
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     dvc = str(BIN / "dvc")
     first = _run([dvc, "repro"], repo)

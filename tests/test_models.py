@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 from collab_iu import models
-from collab_iu.models import BACKBONES, MultitaskModel, create_backbone
+from collab_iu.backbones import BACKBONES
+from collab_iu.models import MultitaskModel, create_backbone
 
 # pooled feature sizes of the torchvision architectures, from their published definitions
 FEAT_DIMS = {

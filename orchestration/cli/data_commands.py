@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from collab_iu.params import ParamsError, load_params
+from collab_iu.params import IMPORTED_SOURCES, ParamsError, load_params
 from orchestration.cli.options import add_common_options
 
 
@@ -142,7 +142,7 @@ def add_dataset_parsers(sub) -> None:
 
     text = "import a paper dataset's raw files into the canonical format: data/<name>/raw/"
     p = sub.add_parser("import", help=text, description=text + ". Prints what was kept and dropped, and why.")
-    p.add_argument("kind", choices=["pinterest", "movielens", "amazon"])
+    p.add_argument("kind", choices=IMPORTED_SOURCES)
     p.add_argument("--name", required=True, help="dataset name (declared in params.yaml data.datasets, or new)")
     p.add_argument("--source", type=Path, help="folder of the raw files (default: the dataset's path in params.yaml)")
     p.add_argument("--images", type=Path, help="folder of <item id>.jpg images (default: <source>/images or /posters)")

@@ -121,7 +121,7 @@ def _through_dagster(args: argparse.Namespace):
 
     params = load_params(args.params, args.overrides)
     use_params(params)
-    start_invocation()
+    start_invocation(replace=getattr(args, "replace", False))
     return params
 
 
@@ -178,12 +178,16 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+REPLACE_HELP = "retrain finished runs whose configuration changed (without it they are kept, and the command stops)"
+
+
 def add_pipeline_parsers(sub) -> None:
     """`run`, the data steps, `materialize`, `train` and `evaluate`."""
     p = sub.add_parser(
         "run", help="the main job: prepare, split, cf, cache, train the grid, evaluate (default: the embedded dataset)"
     )
     add_common_options(p)
+    p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     p.set_defaults(func=cmd_run)
 
     for data_step in DATA_STEPS:
@@ -205,11 +209,13 @@ def add_pipeline_parsers(sub) -> None:
         "(default: data.default; for trained_model every run of the grid)",
     )
     add_common_options(p)
+    p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("train", help="train the grid of experiment.family (or one run) into data/<dataset>/runs/")
     p.add_argument("--run", metavar="RUN_KEY", help="one run, e.g. with_cf-r0.05-w1-s0 (default: the whole grid)")
     add_common_options(p)
+    p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="tables, statistics and plots over the grid's runs: data/<dataset>/evaluation/")

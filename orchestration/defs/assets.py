@@ -24,7 +24,7 @@ from collab_iu.steps import step
 from orchestration.defs.config import asset_config, params_with
 from orchestration.defs.metadata import markdown_table, png_markdown
 from orchestration.defs.partitions import DATASET, RUN, dataset_partitions, model_partitions, run_partitions
-from orchestration.defs.project import TRAINING_POOL, project_params, repo_root
+from orchestration.defs.project import REPLACE_TAG, TRAINING_POOL, project_params, repo_root
 from orchestration.defs.resources import ComputeResource, WandbResource
 from orchestration.progress import EpochLog
 from orchestration.tracking import WandbObserver, log_cf, log_evaluation
@@ -158,7 +158,10 @@ def _trained_model(params: Params, partitions: dg.PartitionsDefinition, deps: li
             update={"train": run_params.train.model_copy(update={"device": compute.resolved()})}
         )
         observer = Observers([WandbObserver(run_params, repo_root()), EpochLog(_log_and_print(context), keys[RUN])])
-        metrics = train_run(run_params, keys[RUN], keys[DATASET], repo_root(), progress=False, observer=observer)
+        replace = context.run.tags.get(REPLACE_TAG) == "true"  # a finished run with another config: only if asked
+        metrics = train_run(
+            run_params, keys[RUN], keys[DATASET], repo_root(), progress=False, observer=observer, replace=replace
+        )
         run_dir = dataset_layout(run_params, keys[DATASET], repo_root()).runs / keys[RUN]
         return dg.MaterializeResult(metadata=_model_metadata(metrics, run_dir))
 

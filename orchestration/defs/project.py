@@ -12,7 +12,8 @@ from collab_iu.atomic import atomic_file
 from collab_iu.params import Params, load_params
 
 LOCATION_NAME = "collab_iu"  # the code location, as `dagster dev` names it ([tool.dagster] in pyproject.toml)
-TRAINING_POOL = "training"  # the trained_model steps; its limit: training_limit()
+TRAINING_POOL = "training"
+REPLACE_TAG = "collab_iu/replace"  # a run tag: "true" lets trained_model replace a finished run of another config  # the trained_model steps; its limit: training_limit()
 ROOT_ENV = "COLLAB_IU_ROOT"  # the repository (default: the working directory)
 PARAMS_ENV = "COLLAB_IU_PARAMS"  # another params file (default: <root>/params.yaml)
 
