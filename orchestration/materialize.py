@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import dagster as dg
 from dagster._core.definitions.selector import JobSubsetSelector
@@ -28,7 +27,7 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 from collab_iu.steps import STEPS
 from orchestration.defs.config import asset_config
 from orchestration.defs.jobs import job_of
-from orchestration.defs.project import LOCATION_NAME, REPLACE_TAG, project_params, repo_root
+from orchestration.defs.project import LOCATION_NAME, REPLACE_TAG, params_path, project_params, repo_root
 from orchestration.errors import MaterializeError
 
 ASSETS = tuple(s.asset for s in STEPS)
@@ -59,8 +58,7 @@ def materialize(asset_names: list[str], partition_key: str | None) -> DagsterRun
     if unknown:
         raise KeyError(f"unknown asset(s) {', '.join(unknown)}; choose from: {', '.join(ASSETS)}")
     instance = dg.DagsterInstance.get()
-    with _code_location(instance) as location:
-        run = _create_run(instance, location, asset_names, partition_key)
+    run = _create_run(instance, _code_location(instance), asset_names, partition_key)
     execute_run(recon_job_from_origin(run.job_code_origin), run, instance)
     run = instance.get_run_by_id(run.run_id)
     _raise_on_failure(instance, run, asset_names, partition_key)
@@ -76,19 +74,27 @@ def run_config(asset_names: list[str]) -> dict:
     }
 
 
-@contextmanager
-def _code_location(instance: dg.DagsterInstance) -> Iterator[InProcessCodeLocation]:
-    """The project as the code location the UI shows, its definitions built afresh in this process (so the
-    params chosen by `use_params` take effect)."""
-    sys.modules.pop(DEFINITIONS_MODULE, None)
+_LOCATION: dict[str, tuple] = {}  # "current": (key, location), the last one this process loaded
+
+
+def _code_location(instance: dg.DagsterInstance) -> InProcessCodeLocation:
+    """The project as the code location the UI shows, its definitions built in this process for the params
+    chosen now (`use_params`), and kept while the next runs are of the same project and params."""
+    params_file = params_path()
+    key = (str(repo_root()), str(params_file), params_file.read_bytes(), str(instance.root_directory))
+    loaded = _LOCATION.get("current")
+    if loaded is not None and loaded[0] == key and sys.modules.get(DEFINITIONS_MODULE) is loaded[2]:
+        return loaded[1]
+    sys.modules.pop(DEFINITIONS_MODULE, None)  # build the definitions afresh: runs execute what the module holds
     origin = InProcessCodeLocationOrigin(
         loadable_target_origin=LoadableTargetOrigin(
             executable_path=sys.executable, module_name=DEFINITIONS_MODULE, working_directory=str(repo_root())
         ),
         location_name=LOCATION_NAME,
     )
-    with InProcessCodeLocation(origin, instance) as location:
-        yield location
+    location = InProcessCodeLocation(origin, instance)
+    _LOCATION["current"] = (key, location, sys.modules[DEFINITIONS_MODULE])
+    return location
 
 
 def _create_run(
