@@ -197,8 +197,8 @@ def bench_throughput(params: Params, args: argparse.Namespace) -> None:
     """Interleave epochs of the three pipelines; print median images/s and ratios."""
     import torch
 
+    from collab_iu.artifacts import load_prepared
     from collab_iu.image_cache import load_image_cache
-    from collab_iu.stages import load_prepared
 
     torch.set_num_threads(args.workers)
     layout = dataset_layout(params)

@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from collab_iu.artifacts import splits_of
 from collab_iu.dataset import label_matrix, label_vocabulary
 from collab_iu.params import CFParams
 
@@ -129,7 +130,7 @@ def label_probe(vectors: np.ndarray, items: pd.DataFrame, splits: pd.DataFrame, 
     from sklearn.metrics import average_precision_score
     from sklearn.preprocessing import StandardScaler
 
-    split = splits.set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
+    split = splits_of(splits, items["item_id"])
     labelled = np.array([bool(x) for x in items["labels"]]) & has_cf
     train, test = labelled & (split == "train"), labelled & (split == "test")
     vocabulary = label_vocabulary(items.loc[train, "labels"])

@@ -54,6 +54,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from collab_iu.artifacts import (
+    METRICS_JSON,
+    MODEL_JSON,
+    TEST_ITEMS,
+    TEST_SCORES,
+    item_splits,
+    load_prepared,
+    read_report,
+    test_set_mask,
+)
 from collab_iu.atomic import atomic_dir
 from collab_iu.cf_fit import VAL_CF_KEYS
 from collab_iu.dataset import label_matrix
@@ -76,7 +86,7 @@ SELECTED_FROM = ("image_only", "with_cf")
 REFERENCE_METHODS = ("popularity", "random")
 METHOD_ORDER = (*METHODS[:2], SELECTED, *METHODS[2:], *REFERENCE_METHODS)
 KS = (1, 3, 5)
-RUN_FILES = ("test_scores.npy", "test_items.parquet", "metrics.json", "model.json")
+RUN_FILES = (TEST_SCORES, TEST_ITEMS, METRICS_JSON, MODEL_JSON)
 METRIC_COLUMNS = (
     "micro_ap",
     *(f"precision@{k}" for k in KS),
@@ -154,13 +164,13 @@ class TestSet:
 def load_test_set(layout: DatasetLayout) -> TestSet:
     """The current split's test set of a prepared, split and cached dataset (FileNotFoundError otherwise)."""
     from collab_iu.image_cache import load_image_cache
-    from collab_iu.stages import load_prepared, load_splits
 
     items, _ = load_prepared(layout)
     items = items.reset_index(drop=True)
-    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
-    has_image = load_image_cache(layout.cache).rows(items["item_id"]) >= 0
-    test_ids = items["item_id"].astype(str).to_numpy(dtype=object)[(split == "test") & has_image]
+    split = item_splits(layout, items)
+    rows = load_image_cache(layout.cache).rows(items["item_id"])
+    has_image = rows >= 0
+    test_ids = items["item_id"].astype(str).to_numpy(dtype=object)[test_set_mask(split, rows)]
     return TestSet(items=items, is_train=split == "train", has_image=has_image, test_ids=test_ids)
 
 
@@ -174,7 +184,7 @@ def _missing_runs(layout: DatasetLayout, specs: list[RunSpec]) -> list[str]:
 
 
 def _read_ids(run_dir: Path) -> np.ndarray:
-    return pd.read_parquet(run_dir / "test_items.parquet")["item_id"].astype(str).to_numpy(dtype=object)
+    return pd.read_parquet(run_dir / TEST_ITEMS)["item_id"].astype(str).to_numpy(dtype=object)
 
 
 def _check_shape(run_dir: Path, shape: tuple, n_ids: int, vocabulary: list) -> None:
@@ -187,10 +197,10 @@ def _check_shape(run_dir: Path, shape: tuple, n_ids: int, vocabulary: list) -> N
 
 def _read_run(run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """(scores, item ids, metrics.json, model.json) of a finished run."""
-    scores = np.load(run_dir / "test_scores.npy")
+    scores = np.load(run_dir / TEST_SCORES)
     ids = _read_ids(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    model = json.loads((run_dir / "model.json").read_text())
+    metrics = json.loads((run_dir / METRICS_JSON).read_text())
+    model = json.loads((run_dir / MODEL_JSON).read_text())
     _check_shape(run_dir, scores.shape, len(ids), model["vocabulary"])
     return scores, ids, metrics, model
 
@@ -210,9 +220,9 @@ def check_run(run_dir: Path, test_set: TestSet) -> str | None:
     """Why a finished run cannot be evaluated on the current test set (stale or inconsistent files); None if it can."""
     try:
         ids = _read_ids(run_dir)
-        model = json.loads((run_dir / "model.json").read_text())
-        json.loads((run_dir / "metrics.json").read_text())
-        _check_shape(run_dir, np.load(run_dir / "test_scores.npy", mmap_mode="r").shape, len(ids), model["vocabulary"])
+        model = json.loads((run_dir / MODEL_JSON).read_text())
+        json.loads((run_dir / METRICS_JSON).read_text())
+        _check_shape(run_dir, np.load(run_dir / TEST_SCORES, mmap_mode="r").shape, len(ids), model["vocabulary"])
     except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable or inconsistent files
         return f"unreadable or inconsistent run files: {exc}"
     stale = _stale_message(ids, test_set.test_ids)
@@ -405,7 +415,7 @@ def select_by_validation(scored: list[_Scored]) -> list[_Scored]:
 def _cf_label_probe(layout: DatasetLayout) -> dict | None:
     """The CF stage's label probe (cf/report.json), shown beside the runs' CF-head diagnostics."""
     try:
-        return json.loads((layout.cf / "report.json").read_text()).get("label_probe")
+        return read_report(layout.cf).get("label_probe")
     except (OSError, ValueError):
         return None
 

@@ -26,6 +26,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from collab_iu.artifacts import (
+    BEST,
+    CACHE_INDEX,
+    CF_INDEX,
+    CF_VECTORS,
+    METRICS_JSON,
+    MODEL_JSON,
+    REPORT,
+    SPLITS,
+    TEST_ITEMS,
+    TEST_SCORES,
+    item_splits,
+    load_prepared,
+    read_report,
+    test_set_mask,
+)
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
 from collab_iu.grid import RunSpec, parse_run_key
@@ -35,10 +51,7 @@ from collab_iu.metrics import evaluate_scores
 from collab_iu.models import MultitaskModel
 from collab_iu.observer import TrainingObserver
 from collab_iu.params import Params, TrainParams
-from collab_iu.train import BEST, VAL_CF_KEYS, load_training_data, predict_scores, resolve_device, train_model
-
-MODEL_JSON = "model.json"
-METRICS_JSON = "metrics.json"
+from collab_iu.train import VAL_CF_KEYS, load_training_data, predict_scores, resolve_device, train_model
 
 
 def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
@@ -57,8 +70,6 @@ def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
 
 def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
     """Everything that determines a run's result; its hash decides whether a run folder is reusable."""
-    from collab_iu.stages import read_report
-
     config = {
         "dataset": layout.name,
         "run_key": spec.key,
@@ -80,11 +91,11 @@ def _input_digest(layout: DatasetLayout) -> str:
     """A digest of the split, the CF vectors and the cache index a run trains on."""
     digest = hashlib.sha256()
     for path in (
-        layout.split / "splits.parquet",
-        layout.cf / "item_vectors.npy",
-        layout.cf / "item_index.parquet",
-        layout.cache / "index.parquet",
-        layout.cache / "report.json",
+        layout.split / SPLITS,
+        layout.cf / CF_VECTORS,
+        layout.cf / CF_INDEX,
+        layout.cache / CACHE_INDEX,
+        layout.cache / REPORT,
     ):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -267,18 +278,16 @@ def score_run(run_dir: Path, layout: DatasetLayout, info: dict, train_params: Tr
     """Score the test items with the best epoch; write test_scores.npy and test_items.parquet."""
     from collab_iu.dataset import label_matrix
     from collab_iu.image_cache import load_image_cache
-    from collab_iu.stages import load_prepared, load_splits
 
     items, _ = load_prepared(layout)
-    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
     cache = load_image_cache(layout.cache)
     rows = cache.rows(items["item_id"])
-    test = np.flatnonzero((split == "test") & (rows >= 0))
+    test = np.flatnonzero(test_set_mask(item_splits(layout, items), rows))
     device = resolve_device(train_params.device)
     model, _ = load_run_model(run_dir, device)
     scores = predict_scores(model, cache.images, rows[test], info["input_size"], device).astype(np.float32)
-    np.save(run_dir / "test_scores.npy", scores)
-    write_parquet(pd.DataFrame({"item_id": items["item_id"].to_numpy()[test]}), run_dir / "test_items.parquet")
+    np.save(run_dir / TEST_SCORES, scores)
+    write_parquet(pd.DataFrame({"item_id": items["item_id"].to_numpy()[test]}), run_dir / TEST_ITEMS)
     y = label_matrix(items["labels"].iloc[test], info["vocabulary"])
     metrics = evaluate_scores(y, scores)
     return {"test_" + k: v for k, v in metrics.items()}

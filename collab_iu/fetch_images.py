@@ -39,12 +39,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from collab_iu.artifacts import ITEMS
 from collab_iu.atomic import atomic_file, write_json
 from collab_iu.dataset import DatasetError, TableProblem
 from collab_iu.image_io import decode_problem
 
 URLS_FILE = "image_urls.csv"
-ITEMS_FILE = "items.parquet"
+ITEMS_FILE = ITEMS
 IMAGES_DIR = "images"
 REPORT_FILE = "fetch_report.json"
 FAILURES_FILE = "fetch_failures.csv"

@@ -13,12 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from collab_iu.artifacts import CACHE_IMAGES, CACHE_INDEX, REPORT
 from collab_iu.atomic import atomic_dir, write_json
 from collab_iu.image_io import load_square_rgb, resolve_inside
-
-IMAGES_FILE = "images.npy"
-INDEX_FILE = "index.parquet"
-REPORT_FILE = "report.json"
 
 
 @dataclass
@@ -52,7 +49,9 @@ def build_image_cache(items: pd.DataFrame, image_root: str | Path, size: int, wo
     paths = [resolve_inside(image_root, rel) for rel in with_image["image"]]
     failed: dict[str, str] = {}
     with atomic_dir(dest) as tmp:
-        out = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        out = np.lib.format.open_memmap(
+            tmp / CACHE_IMAGES, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
+        )
         kept_ids: list[str] = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_decode, ((p, size) for p in paths), chunksize=64)
@@ -65,12 +64,12 @@ def build_image_cache(items: pd.DataFrame, image_root: str | Path, size: int, wo
         out.flush()
         del out
         if failed:  # shrink to the rows actually written
-            full = np.load(tmp / IMAGES_FILE, mmap_mode="r")
+            full = np.load(tmp / CACHE_IMAGES, mmap_mode="r")
             np.save(tmp / "compact.npy", full[: len(kept_ids)])
             del full
-            (tmp / "compact.npy").replace(tmp / IMAGES_FILE)
+            (tmp / "compact.npy").replace(tmp / CACHE_IMAGES)
         pd.DataFrame({"item_id": kept_ids, "row": np.arange(len(kept_ids), dtype=np.int64)}).to_parquet(
-            tmp / INDEX_FILE, index=False
+            tmp / CACHE_INDEX, index=False
         )
         report = {
             "images": len(kept_ids),
@@ -79,15 +78,15 @@ def build_image_cache(items: pd.DataFrame, image_root: str | Path, size: int, wo
             "failed": {"count": len(failed), "items": failed},
             "bytes": int(len(kept_ids) * size * size * 3),
         }
-        write_json(report, tmp / REPORT_FILE)
+        write_json(report, tmp / REPORT)
     return report
 
 
 def load_image_cache(folder: str | Path) -> ImageCache:
     """Open a built cache read-only (memory-mapped)."""
     folder = Path(folder)
-    images = np.load(folder / IMAGES_FILE, mmap_mode="r")
-    index = pd.read_parquet(folder / INDEX_FILE)
+    images = np.load(folder / CACHE_IMAGES, mmap_mode="r")
+    index = pd.read_parquet(folder / CACHE_INDEX)
     if len(index) != len(images):
-        raise ValueError(f"{folder}: index has {len(index)} rows but {IMAGES_FILE} has {len(images)}")
+        raise ValueError(f"{folder}: index has {len(index)} rows but {CACHE_IMAGES} has {len(images)}")
     return ImageCache(images=images, index=index)

@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from collab_iu.artifacts import BEST, MODEL_JSON
 from collab_iu.atomic import atomic_file
 from collab_iu.image_io import load_square_rgb
 
 if TYPE_CHECKING:  # torch is imported on use, so that `collab-iu --help` and the other subcommands stay fast
     import torch
 
-MODEL_JSON = "model.json"  # collab_iu.experiment.MODEL_JSON
-BEST = "best.pt"  # collab_iu.train.BEST
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CSV_COLUMNS = ["path", "rank", "label", "score"]
 

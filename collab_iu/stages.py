@@ -7,12 +7,22 @@ output folder atomically, and returns its report (also saved as `report.json`).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from collab_iu.artifacts import (
+    CF_INDEX,
+    CF_VECTORS,
+    INTERACTIONS,
+    ITEMS,
+    REPORT,
+    SPLITS,
+    load_prepared,
+    load_splits,
+    read_report,
+)
 from collab_iu.atomic import atomic_dir, write_json
 from collab_iu.cf import build_cf
 from collab_iu.dataset import CFOnlyDatasetError
@@ -22,8 +32,6 @@ from collab_iu.params import IMPORTED_SOURCES, Params
 from collab_iu.splits import make_split, split_summary
 from collab_iu.synthetic import generate_synthetic
 from collab_iu.validate import validate_dataset
-
-REPORT = "report.json"
 
 
 def _under_root(path: str, repo_root: Path | None) -> Path:
@@ -60,21 +68,6 @@ def import_dataset(
     return run_import(spec.source, source, layout.raw, params.importers, images=images, force=force)
 
 
-def read_report(folder: Path) -> dict:
-    return json.loads((folder / REPORT).read_text())
-
-
-def load_prepared(layout: DatasetLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The validated items (labels as lists) and interactions of a prepared dataset."""
-    if not (layout.prepared / "items.parquet").exists():
-        raise FileNotFoundError(f"{layout.prepared} has no prepared dataset: run `collab-iu prepare` first")
-    items = pd.read_parquet(layout.prepared / "items.parquet")
-    items["labels"] = [list(x) if x is not None else [] for x in items["labels"]]
-    items["image"] = items["image"].astype(object).where(items["image"].notna(), None)
-    interactions = pd.read_parquet(layout.prepared / "interactions.parquet")
-    return items, interactions
-
-
 def _shown(path: Path) -> Path:
     """`path` relative to the working directory when it lies below it (messages), else as is."""
     try:
@@ -105,16 +98,9 @@ def ensure_trainable(layout: DatasetLayout) -> None:
     )
 
 
-def load_splits(layout: DatasetLayout) -> pd.DataFrame:
-    path = layout.split / "splits.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `collab-iu split` first")
-    return pd.read_parquet(path)
-
-
 def _fingerprint(folder: Path, items: pd.DataFrame, image_root: Path) -> str:
     digest = hashlib.sha256()
-    for name in ("items.parquet", "interactions.parquet"):
+    for name in (ITEMS, INTERACTIONS):
         digest.update((folder / name).read_bytes())
     for rel in items["image"].dropna():
         digest.update(f"{rel}:{(image_root / rel).stat().st_size}".encode())
@@ -141,8 +127,8 @@ def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | No
     folder = source_folder(params, layout, repo_root)
     validated = validate_dataset(folder, params.prepare, params.split.min_items_per_label)
     with atomic_dir(layout.prepared) as tmp:
-        validated.items.to_parquet(tmp / "items.parquet", index=False)
-        validated.interactions.to_parquet(tmp / "interactions.parquet", index=False)
+        validated.items.to_parquet(tmp / ITEMS, index=False)
+        validated.interactions.to_parquet(tmp / INTERACTIONS, index=False)
         report |= validated.report
         report["fingerprint"] = _fingerprint(tmp, validated.items, folder)
         write_json(report, tmp / REPORT)
@@ -158,7 +144,7 @@ def run_split(params: Params, dataset: str | None = None, repo_root: Path | None
     splits = make_split(items, params.split, require_images)
     report = {"dataset": layout.name, "cf_only": not require_images, **split_summary(items, splits, require_images)}
     with atomic_dir(layout.split) as tmp:
-        splits.to_parquet(tmp / "splits.parquet", index=False)
+        splits.to_parquet(tmp / SPLITS, index=False)
         write_json(report, tmp / REPORT)
     return report
 
@@ -171,8 +157,8 @@ def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = 
     result = build_cf(items, interactions, load_splits(layout), params.cf)
     report = {"dataset": layout.name, **result.report}
     with atomic_dir(layout.cf) as tmp:
-        np.save(tmp / "item_vectors.npy", result.vectors)
-        result.index.to_parquet(tmp / "item_index.parquet", index=False)
+        np.save(tmp / CF_VECTORS, result.vectors)
+        result.index.to_parquet(tmp / CF_INDEX, index=False)
         write_json(report, tmp / REPORT)
     return report
 

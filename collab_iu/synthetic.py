@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from collab_iu.artifacts import INTERACTIONS, ITEMS
 from collab_iu.atomic import atomic_dir
 from collab_iu.params import SyntheticParams
 
@@ -186,8 +187,8 @@ def generate_synthetic(params: SyntheticParams, dest: str | Path) -> dict:
                 "labels": [[names[j] for j in labels] for labels in item_labels],
             }
         )
-        items.to_parquet(tmp / "items.parquet", index=False)
-        interactions.to_parquet(tmp / "interactions.parquet", index=False)
+        items.to_parquet(tmp / ITEMS, index=False)
+        interactions.to_parquet(tmp / INTERACTIONS, index=False)
     return {
         "items": params.n_items,
         "items_with_image": int(has_image.sum()),

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
+from collab_iu.artifacts import BEST, CHECKPOINT, TRAIN_JSON, item_splits, load_cf_vectors, load_prepared
 from collab_iu.atomic import atomic_file, write_json
 from collab_iu.augment import BatchAugment, eval_transform
 from collab_iu.cf_fit import VAL_CF_KEYS, cf_fit_quality
@@ -33,9 +33,6 @@ from collab_iu.models import MultitaskModel
 from collab_iu.params import AugmentParams, Params, TrainParams
 from collab_iu.positives import CoInteractions
 from collab_iu.splits import label_ratio_mask
-
-CHECKPOINT = "checkpoint.pt"  # everything needed to resume (model, optimiser, scheduler, RNG, history)
-BEST = "best.pt"  # the state_dict of the epoch with the best validation mAP
 
 
 @dataclass
@@ -62,15 +59,13 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
     params.train.confidence decides the CF confidence weights; cf_loss triplet adds the
     training items' co-interaction graph.
     """
-    from collab_iu.stages import load_prepared, load_splits
-
     items, interactions = load_prepared(layout)
-    split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()
+    split = item_splits(layout, items)
     cache = load_image_cache(layout.cache)
     rows = cache.rows(items["item_id"])
     has_image = rows >= 0
-    vectors = np.load(layout.cf / "item_vectors.npy")
-    counts = pd.read_parquet(layout.cf / "item_index.parquet")["n_interactions"].to_numpy()
+    vectors, index = load_cf_vectors(layout)
+    counts = index["n_interactions"].to_numpy()
 
     is_train = split == "train"
     keep_labels = label_ratio_mask(items["labels"], is_train, has_image, label_ratio, seed)
@@ -261,7 +256,7 @@ def train_model(
         "train_items": len(data.train_rows),
         "device": run.device.type,
     }
-    write_json(summary, out_dir / "train.json")
+    write_json(summary, out_dir / TRAIN_JSON)
     return summary
 
 

@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from collab_iu.artifacts import TEST_ITEMS, TEST_SCORES, load_prepared, read_report
 from collab_iu.layout import dataset_layout
 from collab_iu.observer import TrainingObserver
 from collab_iu.params import Params, WandbParams
@@ -304,20 +305,17 @@ def _test_samples(run_dir: Path, layout, info: dict) -> tuple[list[str], list[li
     import pandas as pd
 
     from collab_iu.image_cache import load_image_cache
-    from collab_iu.stages import load_prepared
 
     items, _ = load_prepared(layout)
-    ids = pd.read_parquet(run_dir / "test_items.parquet")["item_id"]
+    ids = pd.read_parquet(run_dir / TEST_ITEMS)["item_id"]
     labels = items.set_index("item_id")["labels"].reindex(ids).tolist()
     cache = load_image_cache(layout.cache)
     images = cache.images[cache.rows(ids)]
-    return list(info["vocabulary"]), labels, images, np.load(run_dir / "test_scores.npy")
+    return list(info["vocabulary"]), labels, images, np.load(run_dir / TEST_SCORES)
 
 
 def _dataset_config(params: Params, dataset: str, group: str, repo_root: Path | None) -> dict:
     """Config of a per-dataset run: the dataset, one params group, the dataset fingerprint."""
-    from collab_iu.stages import read_report
-
     return {
         "dataset": dataset,
         group: getattr(params, group).model_dump(mode="json"),

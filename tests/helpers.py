@@ -48,9 +48,9 @@ def tiny_params_tree(root: Path, **groups) -> dict:
 def held_out_items(layout) -> tuple:
     """(test item ids with a cached image, in item order; their labels; the training items' vocabulary),
     computed from the written split and cache, independently of the evaluation code."""
+    from collab_iu.artifacts import load_prepared, load_splits
     from collab_iu.dataset import label_vocabulary
     from collab_iu.image_cache import load_image_cache
-    from collab_iu.stages import load_prepared, load_splits
 
     items, _ = load_prepared(layout)
     split = load_splits(layout).set_index("item_id")["split"].reindex(items["item_id"]).to_numpy()

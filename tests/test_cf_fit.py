@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 from helpers import tiny_params_tree
 
+from collab_iu.artifacts import METRICS_JSON, load_prepared, load_splits
 from collab_iu.cf_fit import cf_fit_quality
-from collab_iu.experiment import METRICS_JSON, train_run
+from collab_iu.experiment import train_run
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import dataset_layout
 from collab_iu.params import params_from_dict
-from collab_iu.stages import load_prepared, load_splits, run_cache, run_cf, run_prepare, run_split
+from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
 from collab_iu.train import VAL_CF_KEYS, TrainingData, load_training_data, train_model
 
 

@@ -12,13 +12,14 @@ import pytest
 from helpers import held_out_items, tiny_params_tree
 from sklearn.metrics import average_precision_score
 
+from collab_iu.artifacts import load_prepared
 from collab_iu.dataset import label_matrix
 from collab_iu.evaluate import CELL_COLUMNS, OUTPUTS, SELECTED, format_table, run_evaluation
 from collab_iu.grid import grid_runs
 from collab_iu.layout import dataset_layout
 from collab_iu.metrics import evaluate_scores
 from collab_iu.params import params_from_dict
-from collab_iu.stages import load_prepared, run_cache, run_cf, run_prepare, run_split
+from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
 from collab_iu.stats import significance_mark
 
 EXPERIMENT = {

@@ -11,12 +11,13 @@ import torch
 import yaml
 from helpers import tiny_params_tree
 
+from collab_iu.artifacts import load_prepared
 from collab_iu.experiment import load_run_model, train_run
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import dataset_layout
 from collab_iu.params import params_from_dict
 from collab_iu.predict import CSV_COLUMNS, ModelFolderError, predict_images
-from collab_iu.stages import load_prepared, run_cache, run_cf, run_prepare, run_split
+from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
 from collab_iu.train import predict_scores
 from orchestration.cli import main as cli_entry
 

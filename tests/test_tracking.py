@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO, tiny_params_tree, train_grid
 
+from collab_iu.artifacts import METRICS_JSON
 from collab_iu.evaluate import run_evaluation
-from collab_iu.experiment import METRICS_JSON, train_run
+from collab_iu.experiment import train_run
 from collab_iu.layout import dataset_layout
 from collab_iu.params import Params, WandbParams, params_from_dict
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split

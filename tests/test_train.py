@@ -8,10 +8,11 @@ import pytest
 import torch
 from helpers import tiny_params_tree
 
+from collab_iu.artifacts import BEST, CHECKPOINT
 from collab_iu.layout import dataset_layout
 from collab_iu.params import params_from_dict
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
-from collab_iu.train import BEST, CHECKPOINT, load_training_data, train_model
+from collab_iu.train import load_training_data, train_model
 
 TINY_TRAIN = {"epochs": 2, "batch_size": 32, "device": "cpu", "num_threads": 1}
 
@@ -82,7 +83,8 @@ def test_image_only_has_no_cf_head_and_history_per_epoch(prepared, tmp_path):
 
 def test_cf_pretrain_runs_two_stages(prepared):
     """Stage 1 learns the CF target only; stage 2 starts from its backbone and learns labels only."""
-    from collab_iu.experiment import METRICS_JSON, train_run
+    from collab_iu.artifacts import METRICS_JSON
+    from collab_iu.experiment import train_run
 
     params, layout = prepared
     metrics = train_run(params, "cf_pretrain-r0.5-w2-s0", progress=False)

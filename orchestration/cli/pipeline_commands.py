@@ -53,8 +53,9 @@ def _summary_lines(name: str, r: dict) -> list[str]:
 
 def cmd_step(args: argparse.Namespace) -> int:
     """One data step (prepare, split, cf, cache) of one dataset, as a Dagster run with its blocking checks."""
+    from collab_iu.artifacts import read_report
     from collab_iu.layout import dataset_layout
-    from collab_iu.stages import ensure_trainable, read_report
+    from collab_iu.stages import ensure_trainable
     from collab_iu.steps import step
     from orchestration.materialize import materialize
 
@@ -126,10 +127,11 @@ def _through_dagster(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from collab_iu.artifacts import read_report
     from collab_iu.evaluate import load_evaluation
     from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
-    from collab_iu.stages import ensure_trainable, read_report
+    from collab_iu.stages import ensure_trainable
     from orchestration.pipeline import CF_ASSETS, DATA_ASSETS, run_pipeline
 
     params = _through_dagster(args)

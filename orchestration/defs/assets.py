@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from collab_iu.artifacts import TRAIN_JSON
 from collab_iu.evaluate import headline_sentence, run_evaluation
 from collab_iu.experiment import train_run
 from collab_iu.layout import dataset_layout, paper_report_dir
@@ -179,7 +180,7 @@ def _log_and_print(context: dg.AssetExecutionContext) -> Callable[[str], None]:
 
 
 def _model_metadata(metrics: dict, run_dir) -> dict:
-    history = json.loads((run_dir / "train.json").read_text())["history"]
+    history = json.loads((run_dir / TRAIN_JSON).read_text())["history"]
     curve = [{k: r[k] for k in r if k != "lr"} for r in history]
     # how well the CF head predicts validation CF vectors; absent when not measured (image_only, triplet)
     cf_fit = {k: float(metrics[k]) for k in ("val_cf_r2", "val_cf_cosine") if metrics.get(k) is not None}

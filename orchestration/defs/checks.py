@@ -9,10 +9,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from collab_iu.artifacts import CF_INDEX, CF_VECTORS, load_prepared, load_splits, read_report
 from collab_iu.grid import grid_runs
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout, dataset_layout, paper_report_dir
-from collab_iu.stages import load_prepared, load_splits, read_report
 from orchestration.defs.project import project_params, repo_root
 
 
@@ -85,8 +85,8 @@ def every_label_in_train_and_test(layout: DatasetLayout) -> dg.AssetCheckResult:
 def cf_vectors_finite_and_aligned(layout: DatasetLayout) -> dg.AssetCheckResult:
     """The CF vectors are finite and follow the catalogue's item order, one row per item."""
     items, _ = load_prepared(layout)
-    vectors = np.load(layout.cf / "item_vectors.npy", mmap_mode="r")
-    index = pd.read_parquet(layout.cf / "item_index.parquet")
+    vectors = np.load(layout.cf / CF_VECTORS, mmap_mode="r")
+    index = pd.read_parquet(layout.cf / CF_INDEX)
     problems = []
     if not np.isfinite(vectors).all():
         problems.append("CF vectors contain NaN or infinite values")
@@ -120,7 +120,7 @@ def evaluation_covers_grid(layout: DatasetLayout) -> dg.AssetCheckResult:
 def paper_report_covers_evaluations() -> dg.AssetCheckResult:
     """Every run of every dataset's evaluation is in the paper's tables."""
     params = project_params()
-    report = json.loads((paper_report_dir(params, repo_root()) / "report.json").read_text())
+    report = read_report(paper_report_dir(params, repo_root()))
     problems = []
     for name in params.data.datasets:
         summary_path = dataset_layout(params, name, repo_root()).evaluation / "summary.json"
