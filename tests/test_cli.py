@@ -92,15 +92,17 @@ def folder_dataset(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("command", [None, *SUBCOMMANDS])
-def test_help(command, tmp_path):
-    out = cli(([command] if command else []) + ["--help"], tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(f"usage: collab-iu{' ' + command if command else ''}")
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:  # in process: the installed script is run by the tests below
+        main(([command] if command else []) + ["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: collab-iu{' ' + command if command else ''}")
     if command:
-        assert "--params" in out.stdout and "--set" in out.stdout
+        assert "--params" in out and "--set" in out
     else:
         for name in SUBCOMMANDS:
-            assert name in out.stdout
+            assert name in out
 
 
 def test_parser_knows_every_subcommand():
