@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Mapping
 
 import dagster as dg
@@ -27,24 +26,22 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 from collab_iu.steps import STEPS
 from orchestration.defs.config import asset_config
 from orchestration.defs.jobs import job_of
-from orchestration.defs.project import LOCATION_NAME, REPLACE_TAG, params_path, project_params, repo_root
+from orchestration.defs.project import (
+    INVOCATION_ENV,
+    INVOCATION_TAG,
+    LOCATION_NAME,
+    REPLACE_ENV,
+    REPLACE_TAG,
+    params_path,
+    project_params,
+    repo_root,
+)
 from orchestration.errors import MaterializeError
 
 ASSETS = tuple(s.asset for s in STEPS)
 UNPARTITIONED = tuple(s.asset for s in STEPS if s.partitioning == "none")
 DEFINITIONS_MODULE = "orchestration.definitions"
 REPOSITORY = "__repository__"  # the repository a Definitions object becomes
-INVOCATION_ENV = "COLLAB_IU_INVOCATION"  # tags every run of one `collab-iu` command (workers inherit it)
-INVOCATION_TAG = "collab_iu/invocation"
-REPLACE_TAG_ENV = "COLLAB_IU_REPLACE"
-
-
-def start_invocation(replace: bool = False) -> str:
-    """A new invocation id for this command's runs (tag `collab_iu/invocation`; filter the UI's runs by it);
-    `replace` tags them `collab_iu/replace: true`."""
-    os.environ[INVOCATION_ENV] = uuid.uuid4().hex[:12]
-    os.environ[REPLACE_TAG_ENV] = "true" if replace else ""
-    return os.environ[INVOCATION_ENV]
 
 
 def materialize(asset_names: list[str], partition_key: str | None) -> DagsterRun:
@@ -118,7 +115,7 @@ def _create_run(
     tags = {**remote_job.tags, **_partition_tags(partition_key), "collab_iu/entry": "cli"}
     if os.environ.get(INVOCATION_ENV):
         tags[INVOCATION_TAG] = os.environ[INVOCATION_ENV]
-    if os.environ.get(REPLACE_TAG_ENV):
+    if os.environ.get(REPLACE_ENV):
         tags[REPLACE_TAG] = "true"
     return instance.create_run(
         job_name=job,

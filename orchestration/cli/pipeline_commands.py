@@ -117,8 +117,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _through_dagster(args: argparse.Namespace):
     """Validate params (+ overrides), make them what the Dagster definitions load in this process, and tag
     this command's runs with one invocation id."""
-    from orchestration.defs.project import use_params
-    from orchestration.materialize import start_invocation
+    from orchestration.defs.project import start_invocation, use_params
 
     params = load_params(args.params, args.overrides)
     use_params(params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 
 import yaml
@@ -13,7 +14,12 @@ from collab_iu.params import Params, load_params
 
 LOCATION_NAME = "collab_iu"  # the code location, as `dagster dev` names it ([tool.dagster] in pyproject.toml)
 TRAINING_POOL = "training"
-REPLACE_TAG = "collab_iu/replace"  # a run tag: "true" lets trained_model replace a finished run of another config  # the trained_model steps; its limit: training_limit()
+REPLACE_TAG = "collab_iu/replace"  # a run tag: "true" lets trained_model replace a finished run of another config
+INVOCATION_TAG = "collab_iu/invocation"  # a run tag: the `collab-iu` command that made the run
+INVOCATION_ENV, REPLACE_ENV = (
+    "COLLAB_IU_INVOCATION",
+    "COLLAB_IU_REPLACE",
+)  # how the command tells its workers  # the trained_model steps; its limit: training_limit()
 ROOT_ENV = "COLLAB_IU_ROOT"  # the repository (default: the working directory)
 PARAMS_ENV = "COLLAB_IU_PARAMS"  # another params file (default: <root>/params.yaml)
 
@@ -40,6 +46,14 @@ def use_params(params: Params) -> Path:
     os.environ[ROOT_ENV] = str(repo_root())
     os.environ[PARAMS_ENV] = str(path)
     return path
+
+
+def start_invocation(replace: bool = False) -> str:
+    """A new invocation id for this command's runs (tag `collab_iu/invocation`; filter the UI's runs by it);
+    `replace` tags them `collab_iu/replace: true`. Worker processes inherit both through the environment."""
+    os.environ[INVOCATION_ENV] = uuid.uuid4().hex[:12]
+    os.environ[REPLACE_ENV] = "true" if replace else ""
+    return os.environ[INVOCATION_ENV]
 
 
 def project_params(overrides: dict | None = None) -> Params:

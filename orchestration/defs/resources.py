@@ -19,7 +19,7 @@ class ComputeResource(dg.ConfigurableResource):
 
 
 class WandbResource(dg.ConfigurableResource):
-    """Weights & Biases logging of the trained_model, cf_embeddings and evaluation assets (collab_iu/tracking.py).
+    """Weights & Biases logging of the trained_model, cf_embeddings and evaluation assets (orchestration/tracking.py).
 
     `mode`: auto | online | offline | disabled; the default is params.yaml's wandb.mode.
     """
