@@ -71,7 +71,7 @@ def run_config(asset_names: list[str]) -> dict:
     }
 
 
-_LOCATION: dict[str, tuple] = {}  # "current": (key, location), the last one this process loaded
+_LOCATION: dict[str, tuple] = {}  # "current": (key, location, definitions module), the last one loaded here
 
 
 def _code_location(instance: dg.DagsterInstance) -> InProcessCodeLocation:

@@ -8,7 +8,7 @@ trained model (in parallel on the CPU, one at a time on a GPU), one for the eval
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from multiprocessing import get_context
@@ -21,8 +21,8 @@ CF_ASSETS = [s.asset for s in CF_DIAGNOSIS_STEPS]  # a dataset prepared with pre
 
 def run_pipeline(
     dataset: str,
-    data_assets: list[str] = DATA_ASSETS,
-    run_keys: list[str] = (),
+    data_assets: Sequence[str] = tuple(DATA_ASSETS),
+    run_keys: Sequence[str] = (),
     evaluate: bool = True,
     workers: int = 2,
     report: Callable[[str], None] = print,

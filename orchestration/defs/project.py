@@ -13,13 +13,11 @@ from collab_iu.atomic import atomic_file
 from collab_iu.params import Params, load_params
 
 LOCATION_NAME = "collab_iu"  # the code location, as `dagster dev` names it ([tool.dagster] in pyproject.toml)
-TRAINING_POOL = "training"
+TRAINING_POOL = "training"  # the trained_model steps; its limit: training_limit()
 REPLACE_TAG = "collab_iu/replace"  # a run tag: "true" lets trained_model replace a finished run of another config
 INVOCATION_TAG = "collab_iu/invocation"  # a run tag: the `collab-iu` command that made the run
-INVOCATION_ENV, REPLACE_ENV = (
-    "COLLAB_IU_INVOCATION",
-    "COLLAB_IU_REPLACE",
-)  # how the command tells its workers  # the trained_model steps; its limit: training_limit()
+INVOCATION_ENV = "COLLAB_IU_INVOCATION"  # how a command tells its worker processes its invocation id
+REPLACE_ENV = "COLLAB_IU_REPLACE"  # ... and whether it may replace finished runs
 ROOT_ENV = "COLLAB_IU_ROOT"  # the repository (default: the working directory)
 PARAMS_ENV = "COLLAB_IU_PARAMS"  # another params file (default: <root>/params.yaml)
 
