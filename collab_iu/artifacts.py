@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from collab_iu.layout import DatasetLayout
+from collab_iu.steps import STEPS
 
 REPORT = "report.json"  # every step folder's report
 ITEMS, INTERACTIONS = "items.parquet", "interactions.parquet"  # prepared/ (and the canonical dataset format)
@@ -24,7 +25,13 @@ TEST_SCORES, TEST_ITEMS = "test_scores.npy", "test_items.parquet"
 
 
 def read_report(folder: Path) -> dict:
-    return json.loads((folder / REPORT).read_text())
+    """A step folder's report.json; FileNotFoundError naming the command that writes it when it is missing."""
+    path = folder / REPORT
+    if not path.exists():
+        writer = next((s.name for s in STEPS if s.folder == Path(folder).name), None)
+        run = f": run `collab-iu {writer}` first" if writer else ""
+        raise FileNotFoundError(f"{path} is missing{run}")
+    return json.loads(path.read_text())
 
 
 def load_prepared(layout: DatasetLayout) -> tuple[pd.DataFrame, pd.DataFrame]:

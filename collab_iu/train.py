@@ -10,6 +10,7 @@ records how well the CF head predicts the validation items' CF vectors (`val_cf_
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -411,7 +412,8 @@ def _split_outputs(outputs: dict[str, torch.Tensor], n: int) -> tuple[dict, dict
 
 
 def _progress(batches: list, desc: str, enabled: bool):
-    if not enabled:
+    """A tqdm bar over the batches on a terminal only: redirected to a file, its `\\r` frames are noise."""
+    if not (enabled and sys.stderr.isatty()):
         return batches
     from tqdm import tqdm
 

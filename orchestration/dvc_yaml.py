@@ -61,8 +61,18 @@ def build_dvc_yaml(params: Params) -> dict:
         "params": list(report.params),
         "outs": [f"data/{report.folder}"],
     }
-    plots += [f"data/{report.folder}/map_vs_label_ratio.png", f"data/{report.folder}/map_vs_cf_weight.png"]
+    plots.append(f"data/{report.folder}/map_vs_label_ratio.png")
+    if any(_sweeps_cf_weight(params, name) for name in params.data.datasets):  # else the panel is empty
+        plots.append(f"data/{report.folder}/map_vs_cf_weight.png")
     return {"stages": stages, "metrics": metrics, "plots": plots}
+
+
+def _sweeps_cf_weight(params: Params, name: str) -> bool:
+    """Whether the dataset's grid trains some method at two cf weights or more."""
+    weights: dict[str, set[float]] = {}
+    for spec in grid_runs(params.for_dataset(name)):
+        weights.setdefault(spec.method, set()).add(spec.cf_weight)
+    return any(len(w) > 1 for w in weights.values())
 
 
 def _own_params(params: Params, name: str) -> list[str]:

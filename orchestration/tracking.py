@@ -236,9 +236,16 @@ def start(params: Params, job_type: str, name: str, group: str, config: dict, re
 # ---------------------------------------------------------------------------- what each stage logs
 
 
-def start_training(params: Params, config: dict, repo_root: Path | None = None) -> Tracker:
-    """The `train` run of one grid run; `config` is experiment.run_config (every parameter of the run)."""
-    config = {**config, "cache": params.cache.model_dump(mode="json")}
+UPSTREAM_GROUPS = ("synthetic", "prepare", "split", "cf", "cache")  # what made a run's data, split and CF targets
+
+
+def start_training(params: Params, config: dict, repo_root: Path | None = None, origin: dict | None = None) -> Tracker:
+    """The `train` run of one grid run. Its config: experiment.run_config (every parameter of the run), the
+    params groups that made its inputs (UPSTREAM_GROUPS: runs of two CF settings differ in `cf.*`), and
+    `origin` (e.g. the Dagster run id) with the DVC experiment's name when `dvc exp run` runs it."""
+    upstream = {group: getattr(params, group).model_dump(mode="json") for group in UPSTREAM_GROUPS}
+    dvc_exp = os.environ.get("DVC_EXP_NAME")
+    config = {**config, **upstream, **(origin or {}), **({"dvc_experiment": dvc_exp} if dvc_exp else {})}
     return start(params, "train", config["run_key"], group_name(params, config["dataset"]), config, repo_root)
 
 
@@ -276,14 +283,14 @@ class WandbObserver(TrainingObserver):
     """The `train` W&B run of one grid run: config, every epoch (committed at once: W&B would otherwise hold
     the last epoch's row and let it replace the best epoch's values set in the summary), test results."""
 
-    def __init__(self, params: Params, repo_root: Path | None = None):
-        self._params, self._repo_root = params, repo_root
+    def __init__(self, params: Params, repo_root: Path | None = None, origin: dict | None = None):
+        self._params, self._repo_root, self._origin = params, repo_root, origin
         self._tracker, self._config = Tracker(), {}
 
     def started(self, config: dict) -> None:
         self._params = self._params.for_dataset(config["dataset"])
         self._config = config
-        self._tracker = start_training(self._params, config, self._repo_root)
+        self._tracker = start_training(self._params, config, self._repo_root, self._origin)
 
     def epoch_end(self, record: dict, stage: str) -> None:
         if stage == "pretrain":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,13 @@ def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(COMMAND + args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
+def _grid_keys(folder: Path) -> list[str]:
+    from collab_iu.grid import grid_runs
+    from collab_iu.params import load_params
+
+    return [spec.key for spec in grid_runs(load_params(folder / "params.yaml"))]
+
+
 def write_params(folder: Path, **groups) -> Path:
     """A tiny params.yaml in `folder`, with data.root = 'data' (relative: inside folder)."""
     tree = tiny_params_tree(Path("data"), **groups)
@@ -100,6 +108,8 @@ def test_help(command, capsys):
     assert out.startswith(f"usage: collab-iu{' ' + command if command else ''}")
     if command:
         assert "--params" in out and "--set" in out
+        sub = next(a for a in build_parser()._actions if a.dest == "command")
+        assert sub.choices[command].description, f"`collab-iu {command} --help` has no description"
     else:
         for name in SUBCOMMANDS:
             assert name in out
@@ -113,8 +123,16 @@ def test_parser_knows_every_subcommand():
 @pytest.mark.e2e
 def test_run_writes_every_documented_output(tmp_path):
     write_params(tmp_path)
-    out = cli(["run"], tmp_path)
-    assert out.returncode == 0, out.stderr
+    log = tmp_path / "run.log"
+    with log.open("w") as redirected:  # as in `collab-iu run > run.log 2>&1`: not a terminal
+        env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
+        done = subprocess.run(COMMAND + ["run"], cwd=tmp_path, stdout=redirected, stderr=subprocess.STDOUT, env=env)
+    text = log.read_text()
+    assert done.returncode == 0, text[-3000:]
+    assert "\r" not in text  # no progress-bar frames in a log file
+    epochs = re.findall(r"^(\S+) epoch (\d+)/2: loss_label [0-9.]+.*val_map [0-9.]+, \d+ img/s$", text, re.MULTILINE)
+    assert sorted(epochs) == sorted((key, str(e)) for key in _grid_keys(tmp_path) for e in (1, 2))  # one line each
+    out = subprocess.CompletedProcess(done.args, 0, stdout=text, stderr="")
     base = tmp_path / "data" / "synthetic"
     for rel in DOCUMENTED_OUTPUTS:
         assert (base / rel).is_file(), rel
@@ -178,6 +196,12 @@ def test_stage_out_of_order(tmp_path, monkeypatch, capsys):
     assert main(["split"]) == 2
     assert "run `collab-iu prepare` first" in capsys.readouterr().err
     assert not (tmp_path / "data" / "synthetic" / "split").exists()
+    assert main(["train"]) == 2  # before any worker starts: the missing input and the command that writes it
+    assert capsys.readouterr().err.strip() == (
+        "error: data/synthetic/prepared/report.json is missing: run `collab-iu prepare` first"
+    )
+    assert main(["prepare"]) == 0 and main(["train"]) == 2
+    assert "split/report.json is missing: run `collab-iu split` first" in capsys.readouterr().err
 
 
 def test_invalid_param_exit_2(tmp_path):

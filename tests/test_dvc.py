@@ -85,6 +85,10 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     } <= stages
     assert len([s for s in stages if s.startswith("train-synthetic@")]) == 2
     assert "up to date" in _run([dvc, "status"], repo).stdout
+    # compiling the code (any Python run on a machine that writes bytecode) changes no stage
+    _run([sys.executable, "-m", "compileall", "-q", "collab_iu", "orchestration"], repo)
+    assert list((repo / "collab_iu" / "importers" / "__pycache__").glob("*.pyc"))
+    assert "up to date" in _run([dvc, "status"], repo).stdout
     assert (repo / "data/synthetic/evaluation/summary.json").is_file()
     assert (repo / "data/paper_report/main_table.md").is_file()
     _run(["git", "add", "-A"], repo)
@@ -122,3 +126,13 @@ def test_repro_status_partial_rerun_metrics_plots_experiments(repo):
     assert "factors4" in shown
     experiments = json.loads(shown)
     assert any(exp.get("name") == "factors4" for entry in experiments for exp in entry.get("experiments") or [])
+
+
+def test_the_cf_weight_plot_is_registered_only_with_a_sweep():
+    tree = tiny_params_tree(Path("data"), experiment=TINY_GRID)
+    tree["data"]["root"] = "data"
+    plots = yaml.safe_load(render(params_from_dict(tree)))["plots"]
+    assert "data/paper_report/map_vs_cf_weight.png" not in plots  # one cf weight: the panel would be empty
+    tree["experiment"]["cf_weights"] = [1.0, 2.0]
+    plots = yaml.safe_load(render(params_from_dict(tree)))["plots"]
+    assert "data/paper_report/map_vs_cf_weight.png" in plots

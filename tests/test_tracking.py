@@ -318,6 +318,25 @@ def test_dagster_materialisation_logs(tmp_path, monkeypatch, wandb_env):
     assert run["job_type"] == "cf" and run["group"] == "synthetic/default"
     assert run["config"]["cf"]["factors"] == tree["cf"]["factors"]
 
+    # a trained model: the parameters that made its inputs, and the Dagster run that trained it
+    resources = dict(defs.resources) | {"wandb": WandbResource(mode="offline")}
+    inputs = dg.materialize(
+        defs.assets, selection=dg.AssetSelection.assets("image_cache"), partition_key="synthetic", resources=resources
+    )
+    assert inputs.success
+    key = dg.MultiPartitionKey({"dataset": "synthetic", "run": "with_cf-r1-w2-s0"})
+    trained = dg.materialize(
+        defs.assets, selection=dg.AssetSelection.assets("trained_model"), partition_key=key, resources=resources
+    )
+    assert trained.success
+    [train] = [r for r in read_offline_runs(tmp_path / "wb") if r["job_type"] == "train"]
+    assert train["config"]["dagster_run_id"] == trained.run_id
+    for group in ("cf", "split", "cache", "synthetic", "prepare"):
+        logged = train["config"][group]  # the whole group, with every value the tiny project set
+        assert all(logged[k] == v for k, v in tree.get(group, {}).items()) and len(logged) > 1, group
+    assert train["config"]["cf"]["factors"] == tree["cf"]["factors"]
+    assert train["config"]["split"]["min_items_per_label"] == 3
+
 
 def test_core_runs_without_wandb(tmp_path):
     code = """

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_parsers(sub)
     add_predict_parser(sub)
     add_dataset_parsers(sub)
+    for action in sub._choices_actions:  # a subcommand's --help opens with its one-line help when it has no other
+        chosen = sub.choices[action.dest]
+        chosen.description = chosen.description or action.help
     return parser
 
 

@@ -72,6 +72,7 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """The grid of the selected family (or one run), as one Dagster run per model."""
+    from collab_iu.artifacts import read_report
     from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
     from collab_iu.stages import ensure_trainable
@@ -79,7 +80,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     params = _through_dagster(args)
     layout = dataset_layout(params, args.dataset)
-    ensure_trainable(layout)  # before any worker starts (train_run checks too)
+    ensure_trainable(layout)  # a dataset prepared for the CF diagnosis only: refused, with why
+    for data_step in DATA_STEPS:  # every input, named with the command that writes it, before any worker starts
+        read_report(layout.base / data_step.folder)
     keys = [args.run] if args.run else [spec.key for spec in grid_runs(params.for_dataset(layout.name))]
     start = time.perf_counter()
     run_pipeline(layout.name, [], keys, evaluate=False, workers=params.experiment.workers)
@@ -214,7 +217,7 @@ def add_pipeline_parsers(sub) -> None:
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("train", help="train the grid of experiment.family (or one run) into data/<dataset>/runs/")
-    p.add_argument("--run", metavar="RUN_KEY", help="one run, e.g. with_cf-r0.05-w1-s0 (default: the whole grid)")
+    p.add_argument("--run", metavar="RUN_KEY", help="one run, e.g. with_cf-r0.05-w8-s0 (default: the whole grid)")
     add_common_options(p)
     p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     p.set_defaults(func=cmd_train)

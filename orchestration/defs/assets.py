@@ -158,7 +158,8 @@ def _trained_model(params: Params, partitions: dg.PartitionsDefinition, deps: li
         run_params = run_params.model_copy(
             update={"train": run_params.train.model_copy(update={"device": compute.resolved()})}
         )
-        observer = Observers([WandbObserver(run_params, repo_root()), EpochLog(_log_and_print(context), keys[RUN])])
+        wandb_run = WandbObserver(run_params, repo_root(), origin={"dagster_run_id": context.run.run_id})
+        observer = Observers([wandb_run, EpochLog(_log_and_print(context), keys[RUN])])
         replace = context.run.tags.get(REPLACE_TAG) == "true"  # a finished run with another config: only if asked
         metrics = train_run(
             run_params, keys[RUN], keys[DATASET], repo_root(), progress=False, observer=observer, replace=replace
