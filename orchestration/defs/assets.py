@@ -30,8 +30,8 @@ from orchestration.defs.resources import ComputeResource, WandbResource
 from orchestration.progress import EpochLog
 from orchestration.tracking import WandbObserver, log_cf, log_evaluation
 
-# what a dataset asset computes: (its params, with the launchpad's config applied; the dataset) -> metadata
-Compute = Callable[[Params, str], dict]
+# what a dataset asset computes: (its params, with the launchpad's config applied; the context) -> metadata
+Compute = Callable[[Params, dg.AssetExecutionContext], dict]
 
 
 def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
