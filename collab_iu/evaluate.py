@@ -9,8 +9,9 @@ is missing or inconsistent); `collab_iu.paper_report` applies it to every finish
 
 - `results.csv`: one row per cell (method, label_ratio, cf_weight), columns `CELL_COLUMNS`;
 - `results.md`: the same as a readable markdown table, headline first;
-- `summary.json`: strict JSON (no NaN: missing values are null), read by DVC as metrics;
-  every field is documented in the README (section `summary.json`);
+- `summary.json`: strict JSON (no NaN: missing values are null); every field is documented in the
+  README (section `summary.json`);
+- `metrics.json`: its numbers flat (`flat_metrics`), read by DVC as metrics;
 - `map_vs_label_ratio.png`: mAP against label ratio (error bars: std over seeds), with the
   random and popularity reference points dashed;
 - `improvement.png`: relative improvement over image_only per label ratio with its 95 % CI,
@@ -64,7 +65,7 @@ from collab_iu.artifacts import (
     read_report,
     test_set_mask,
 )
-from collab_iu.atomic import atomic_dir
+from collab_iu.atomic import atomic_dir, write_json
 from collab_iu.cf_fit import VAL_CF_KEYS
 from collab_iu.dataset import label_matrix
 from collab_iu.grid import METHODS, RunSpec, grid_runs, uses_cf
@@ -120,6 +121,7 @@ OUTPUTS = {
     "results_csv": "results.csv",
     "results_md": "results.md",
     "summary_json": "summary.json",
+    "metrics_json": "metrics.json",
     "map_plot": "map_vs_label_ratio.png",
     "improvement_plot": "improvement.png",
     "plot_csv": "map_vs_label_ratio.csv",
@@ -280,6 +282,7 @@ def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path |
         table.to_csv(tmp / OUTPUTS["results_csv"], index=False)
         (tmp / OUTPUTS["results_md"]).write_text(_markdown(table, summary))
         (tmp / OUTPUTS["summary_json"]).write_text(text)
+        write_json(flat_metrics(table, summary.get("headline")), tmp / OUTPUTS["metrics_json"])
         _plot_map(table, tmp / OUTPUTS["map_plot"])
         _plot_improvement(table, tmp / OUTPUTS["improvement_plot"])
         plot_series(table).to_csv(tmp / OUTPUTS["plot_csv"])
@@ -615,6 +618,38 @@ def _headline(table: pd.DataFrame) -> dict | None:
         "p_paper": float(row["p_paper"]),
         "mark": str(row["mark"]),
     }
+
+
+HEADLINE_METRICS = {  # metrics.json key -> headline key
+    "label_ratio": "lowest_label_ratio",
+    "n_seeds": "n_seeds",
+    "with_cf_map": "with_cf_map",
+    "image_only_map": "image_only_map",
+    "improvement": "improvement",
+    "ci_low": "improvement_ci_low",
+    "ci_high": "improvement_ci_high",
+    "p_value": "p_value",
+}
+CELL_METRICS = {  # metrics.json prefix -> results column
+    "map": "map_mean",
+    "map_ci_low": "map_ci_low",
+    "map_ci_high": "map_ci_high",
+    "improvement": "improvement",
+    "p_value": "p_value",
+}
+
+
+def flat_metrics(table: pd.DataFrame, headline: dict | None) -> dict[str, float]:
+    """metrics.json, what DVC tracks: numbers only, flat, `headline/<name>` then `<quantity>/<series>/r<ratio>`
+    per cell (series as in map_vs_label_ratio.csv, e.g. `map/with_cf_w8/r0.05`); a missing value (a CI from one
+    seed, a comparison image_only has not) is left out."""
+    values = [(f"headline/{k}", (headline or {}).get(v)) for k, v in HEADLINE_METRICS.items()]
+    for prefix, column in CELL_METRICS.items():
+        for row in table.itertuples(index=False):
+            values.append(
+                (f"{prefix}/{series_name(row.method, row.cf_weight)}/r{row.label_ratio:g}", getattr(row, column))
+            )
+    return {key: float(value) for key, value in values if value is not None and np.isfinite(value)}
 
 
 def headline_sentence(h: dict) -> str:

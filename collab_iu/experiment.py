@@ -81,22 +81,18 @@ def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
         "augment": params.augment.model_dump(mode="json"),
         "pretrain_epochs": params.experiment.pretrain_epochs if METHODS[spec.method].pretrain else None,
         "fingerprint": read_report(layout.prepared)["fingerprint"],
-        "inputs": _input_digest(layout),  # whoever wrote split, cf and cache, with whatever params
+        "inputs": _input_digest(layout, METHODS[spec.method].uses_cf),  # whoever wrote them, with whatever params
     }
     config["config_hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return config
 
 
-def _input_digest(layout: DatasetLayout) -> str:
-    """A digest of the split, the CF vectors and the cache index a run trains on."""
+def _input_digest(layout: DatasetLayout, uses_cf: bool) -> str:
+    """A digest of the split, the cache index and (for a method that uses CF) the CF vectors a run trains on:
+    a run that reads no CF output is not invalidated by a new CF fit."""
+    cf = (layout.cf / CF_VECTORS, layout.cf / CF_INDEX) if uses_cf else ()
     digest = hashlib.sha256()
-    for path in (
-        layout.split / SPLITS,
-        layout.cf / CF_VECTORS,
-        layout.cf / CF_INDEX,
-        layout.cache / CACHE_INDEX,
-        layout.cache / REPORT,
-    ):
+    for path in (layout.split / SPLITS, *cf, layout.cache / CACHE_INDEX, layout.cache / REPORT):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

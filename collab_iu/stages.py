@@ -107,6 +107,14 @@ def _fingerprint(folder: Path, items: pd.DataFrame, image_root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _portable(path: Path, root: Path) -> str:
+    """`path` relative to the data root when it lies inside (the outputs do not name where the project lives)."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Generate (synthetic), import (pinterest, movielens, amazon) or locate the dataset, validate it,
     write `prepared/`. Nothing is written on failure."""
@@ -129,7 +137,7 @@ def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | No
     with atomic_dir(layout.prepared) as tmp:
         validated.items.to_parquet(tmp / ITEMS, index=False)
         validated.interactions.to_parquet(tmp / INTERACTIONS, index=False)
-        report |= validated.report
+        report |= validated.report | {"source": _portable(folder, layout.root)}
         report["fingerprint"] = _fingerprint(tmp, validated.items, folder)
         write_json(report, tmp / REPORT)
     return report

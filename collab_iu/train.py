@@ -65,8 +65,11 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
     cache = load_image_cache(layout.cache)
     rows = cache.rows(items["item_id"])
     has_image = rows >= 0
-    vectors, index = load_cf_vectors(layout)
-    counts = index["n_interactions"].to_numpy()
+    if params.train.cf_weight > 0:
+        vectors, index = load_cf_vectors(layout)
+        counts = index["n_interactions"].to_numpy()
+    else:  # no CF head: the run reads no CF output (DVC's image-only stages do not depend on it)
+        vectors, counts = np.zeros((len(items), 0), np.float32), np.zeros(len(items), np.int64)
 
     is_train = split == "train"
     keep_labels = label_ratio_mask(items["labels"], is_train, has_image, label_ratio, seed)
@@ -80,7 +83,7 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
     mean, scale = cf_scaling(vectors[train][has_cf], params.train.standardize_cf)
     target = cf_targets(vectors[train], has_cf, mean, scale)
     train_labels = np.where(keep_labels[train][:, None], y[train], 0.0).astype(np.float32)
-    if params.train.confidence == "loss_based":
+    if params.train.confidence == "loss_based" and params.train.cf_weight > 0:
         raw = loss_based_raw(target, train_labels, keep_labels[train], has_cf, seed)
     else:
         raw = np.where(has_cf, counts[train].astype(np.float64), 0.0)
@@ -186,8 +189,8 @@ def val_cf_fit(data: TrainingData, cf_pred: np.ndarray | None) -> dict[str, floa
 
 
 def _save(obj: dict, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_file(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)  # to a file object: the archive is named `archive`, not after the temporary file
 
 
 @dataclass
@@ -220,7 +223,8 @@ def train_model(
 ) -> dict:
     """Train (or resume) one run in `out_dir`; return its summary (best epoch, validation mAP, history).
 
-    `on_epoch_end(record)` is called after each epoch's checkpoint is written (loggers use it).
+    `on_epoch_end(record)` is called after each epoch's checkpoint is written (loggers use it), with the
+    epoch's `images_per_s`; train.json and the checkpoint hold no timing, so the same inputs give the same files.
     `init_backbone`: a state_dict file whose `backbone.*` weights start this run (cf_pretrain's
     second stage). With label_weight 0 (a CF-only stage) the last epoch counts as the best.
     """
@@ -241,11 +245,10 @@ def train_model(
             "val_map": float(val_map),
             **{k: v for k, v in fit.items() if k != "val_cf_items" and v is not None},
             "lr": lr,
-            "images_per_s": seen / seconds if seconds else 0.0,
         }
         _end_epoch(run, state, record, params.label_weight == 0, out_dir)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+        if on_epoch_end is not None:  # the throughput is reported, never written: the run's files stay reproducible
+            on_epoch_end(record | {"images_per_s": seen / seconds if seconds else 0.0})
     summary = {
         "best_epoch": state["best_epoch"],
         "best_val_map": state["best_map"],

@@ -18,25 +18,76 @@ and artifact staging go to `<dir>/wandb/.cache` and `.data` unless $WANDB_CACHE_
 $WANDB_DATA_DIR say otherwise (W&B's config dir, which holds a user's settings, is left alone).
 
 Runs are grouped `<dataset>/<wandb.experiment>`, with job types `train`, `cf` and `evaluation`.
+
+Train runs plot every per-epoch value against `epoch` (`define_metric`; cf_pretrain's first stage against
+`pretrain/epoch`). While a run trains, and in a run that failed, the summary holds W&B's aggregates: `val_map`,
+`val_cf_r2`, `val_cf_cosine` as `{"max": ...}`, `loss_*` as `{"min": ...}`. When the run is scored, its summary
+`val_map`, `val_cf_r2`, `val_cf_cosine` become plain numbers from metrics.json: those of the best validation
+epoch (the kept model): val_map is then the maximum of the run's history. A resumed run's W&B run logs only
+the epochs after the resume; its summary is still the best of all epochs, and its `epoch_history` table
+(from train.json) shows them all. The `loss_*` aggregates stay.
+
+Artifacts and lineage (dataset -> cf run -> cf_vectors -> train run -> model):
+- `dataset-<dataset>` (type `dataset`): every file of `prepared/` and `split/`;
+- `cf_vectors-<dataset>` (type `cf_vectors`): every file of `cf/`;
+- `image_cache-<dataset>` (type `image_cache`): `cache/index.parquet` and `cache/report.json` only. The image
+  array `cache/images.npy` is left out (gigabytes on a paper dataset, too slow to checksum for every run); its
+  path and size are in the artifact's metadata.
+These three hold `file://` references with checksums (`add_reference(..., checksum=True)`): W&B stores each
+file's md5, size and local path, never copies or uploads the bytes, and the same files give the same digest,
+hence the same artifact version, whichever run declares them. The cf run declares `dataset` as its input and
+logs `cf_vectors`; a train run declares `dataset`, `image_cache` and (when it learns from CF) `cf_vectors`
+as inputs, and logs `model-<dataset>-<run key>` (type `model`): `best.pt`, `model.json` and `metrics.json`
+copied (W&B stages a copy under $WANDB_DATA_DIR until they are uploaded: `wandb sync` for offline runs).
+
+An input is declared as W&B's `run.use_artifact` does with an artifact built locally: logged by the run when
+no run logged the same content before, then used. `use_artifact` itself is not called: offline it raises
+(it may need the server), online it then blocks until the server has the artifact, with no time limit.
+Its first step, the run's `_log_artifact(..., use_after_commit=True)`, is called instead, in both modes: it
+writes an `artifact` record marked `use_after_commit` (offline wandb writes no `use_artifact` record), and
+W&B's artifact saver (online at once, offline at `wandb sync`) creates the version, or finds the one with
+the same digest, and records the use. Offline, upload the runs one at a time in the order they ran (one
+`wandb sync` of many folders uploads several at once, in any order): the cf run then creates `cf_vectors`
+and the train runs use it; a train run uploaded first would create it, and the cf run would not be linked.
+No call here needs the server in offline mode.
+
+`Tracker.link` (`RunLink`) says where a run is: its path `entity/project/run_id` and URL online, its local
+folder (for `wandb sync <folder>`) offline; the trained_model asset shows it in its metadata.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import netrc
 import os
 import subprocess
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from collab_iu.artifacts import TEST_ITEMS, TEST_SCORES, load_prepared, read_report
+from collab_iu.artifacts import (
+    TEST_ITEMS,
+    TEST_SCORES,
+    TRAIN_JSON,
+    load_prepared,
+    read_report,
+)
 from collab_iu.layout import dataset_layout
 from collab_iu.observer import TrainingObserver
 from collab_iu.params import Params, WandbParams
+from orchestration.wandb_artifacts import (
+    ArtifactSpec,
+    cf_vectors_artifact,
+    dataset_artifact,
+    model_artifact,
+    training_inputs,
+)
 
 MODES = ("online", "offline", "disabled", "shared")
 
@@ -49,12 +100,36 @@ def _warn(message: str) -> None:
     warnings.warn(f"W&B: {message}", TrackingWarning, stacklevel=3)
 
 
+@dataclass(frozen=True)
+class RunLink:
+    """Where a W&B run is. `path`: entity/project/run_id online; offline project/run_id (the entity is the
+    uploader's, set by `wandb sync`). `url`: its page (online only). `folder`: its local run folder, which
+    `wandb sync <folder>` uploads."""
+
+    path: str
+    url: str | None
+    folder: str | None
+    offline: bool
+
+
+@dataclass(frozen=True)
+class LineChart:
+    """A W&B line chart (`wandb.plot.line`) of a logged table's columns: `y` against `x`, a line per `stroke`."""
+
+    key: str
+    x: str
+    y: str
+    stroke: str | None = None
+    title: str = ""
+
+
 class Tracker:
     """One W&B run, or nothing (`Tracker()`): every method is safe to call and never raises."""
 
     def __init__(self, run: Any = None, wandb: Any = None):
         self._run = run
         self._wandb = wandb
+        self._link = _run_link(run)
 
     @property
     def active(self) -> bool:
@@ -64,6 +139,11 @@ class Tracker:
     def run(self) -> Any:
         """The wandb Run (None when not logging)."""
         return self._run
+
+    @property
+    def link(self) -> RunLink | None:
+        """Where the run is (kept after it finished); None when nothing was logged."""
+        return self._link
 
     def _call(self, what: str, fn: Callable[[Any, Any], None]) -> None:
         if self._run is None:
@@ -84,9 +164,30 @@ class Tracker:
     def summary(self, values: dict) -> None:
         self._call("summary", lambda run, wb: run.summary.update(dict(values)))
 
-    def table(self, name: str, columns: list[str], rows: list[list]) -> None:
+    def define_metric(self, name: str, **options) -> None:
+        """`run.define_metric(name, **options)`: x axis (`step_metric`) and summary aggregate of a logged key."""
+        self._call(f"define_metric {name}", lambda run, wb: run.define_metric(name, **options))
+
+    def table(self, name: str, columns: list[str], rows: list[list], chart: LineChart | None = None) -> None:
+        """A table under `name`, and a native W&B line chart of it under `chart.key` when given."""
         rows = [[_plain(v) for v in row] for row in rows]
-        self._call(f"table {name}", lambda run, wb: run.log({name: wb.Table(columns=list(columns), data=rows)}))
+
+        def log(run, wb) -> None:
+            table = wb.Table(columns=list(columns), data=rows)
+            values = {name: table}
+            if chart is not None:
+                values[chart.key] = wb.plot.line(table, chart.x, chart.y, stroke=chart.stroke, title=chart.title)
+            run.log(values)
+
+        self._call(f"table {name}", log)
+
+    def log_artifact(self, spec: ArtifactSpec) -> None:
+        """`spec` as an output of this run."""
+        self._call(f"artifact {spec.name}", lambda run, wb: run.log_artifact(_build_artifact(wb, spec)))
+
+    def use_artifact(self, spec: ArtifactSpec) -> None:
+        """`spec` as an input of this run, offline too (see the module docstring)."""
+        self._call(f"input artifact {spec.name}", lambda run, wb: _use_artifact(run, _build_artifact(wb, spec)))
 
     def images(self, name: str, images: list[tuple[np.ndarray | str | Path, str]]) -> None:
         """Log images (uint8 H x W x 3 arrays or image files) with captions under one key (a grid in W&B)."""
@@ -108,6 +209,52 @@ class Tracker:
 
 def _image(x):
     return str(x) if isinstance(x, Path) else x
+
+
+def upscale(image: np.ndarray, min_size: int = 128) -> np.ndarray:
+    """An H x W (x C) image enlarged by an integer factor (nearest neighbour) until its short side is >= min_size."""
+    factor = math.ceil(min_size / max(min(image.shape[:2]), 1))
+    return image if factor <= 1 else np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def _offline(run: Any) -> bool:
+    offline = getattr(run, "offline", None)  # wandb >= 0.19; older: the run's settings
+    return bool(offline) if offline is not None else bool(run.settings._offline)
+
+
+def _run_link(run: Any) -> RunLink | None:
+    """The run's RunLink, or None (no run, or W&B cannot say: never raises)."""
+    if run is None:
+        return None
+    try:
+        offline = _offline(run)
+        folder = getattr(run, "sync_dir", None) or run.settings.sync_dir
+        return RunLink(path=str(run.path), url=None if offline else run.url, folder=str(folder), offline=offline)
+    except Exception:
+        return None
+
+
+def _build_artifact(wb: Any, spec: ArtifactSpec) -> Any:
+    artifact = wb.Artifact(spec.name, type=spec.type, metadata=dict(spec.metadata))
+    for path, name in spec.files:
+        artifact.add_file(str(path), name=name)
+    for path, name in spec.references:
+        artifact.add_reference(Path(path).resolve().as_uri(), name=name, checksum=True)
+    return artifact
+
+
+def _use_artifact(run: Any, artifact: Any) -> None:
+    """Declare `artifact` (built locally, not yet logged) an input of `run` as `run.use_artifact(artifact)`
+    does, without its two problems: offline it raises TypeError, online it then waits for the server with no
+    time limit. Both call `_log_artifact(..., use_after_commit=True)`, which this calls directly (see the module
+    docstring); a wandb without that method: `use_artifact` online, an output record offline."""
+    log = getattr(run, "_log_artifact", None)
+    if log is not None:
+        log(artifact, is_user_created=True, use_after_commit=True)
+    elif not _offline(run):
+        run.use_artifact(artifact)
+    else:  # no input edge after `wandb sync`, but the snapshot is recorded
+        run.log_artifact(artifact)
 
 
 def _plain(value):
@@ -242,18 +389,49 @@ UPSTREAM_GROUPS = ("synthetic", "prepare", "split", "cf", "cache")  # what made 
 def start_training(params: Params, config: dict, repo_root: Path | None = None, origin: dict | None = None) -> Tracker:
     """The `train` run of one grid run. Its config: experiment.run_config (every parameter of the run), the
     params groups that made its inputs (UPSTREAM_GROUPS: runs of two CF settings differ in `cf.*`), and
-    `origin` (e.g. the Dagster run id) with the DVC experiment's name when `dvc exp run` runs it."""
+    `origin` (e.g. the Dagster run id) with the DVC experiment's name when `dvc exp run` runs it. Its charts
+    plot against `epoch` (define_epoch_metrics); its inputs are declared (dataset, image cache, CF vectors)."""
     upstream = {group: getattr(params, group).model_dump(mode="json") for group in UPSTREAM_GROUPS}
     dvc_exp = os.environ.get("DVC_EXP_NAME")
     config = {**config, **upstream, **(origin or {}), **({"dvc_experiment": dvc_exp} if dvc_exp else {})}
-    return start(params, "train", config["run_key"], group_name(params, config["dataset"]), config, repo_root)
+    tracker = start(params, "train", config["run_key"], group_name(params, config["dataset"]), config, repo_root)
+    if tracker.active:
+        define_epoch_metrics(tracker)
+        layout = dataset_layout(params, config["dataset"], repo_root)
+        try:
+            inputs = training_inputs(layout, config["method"], config["cf_weight"])
+        except Exception as exc:  # an input folder missing or unreadable: training says so itself
+            _warn(f"could not describe the run's input artifacts ({type(exc).__name__}: {exc})")
+            inputs = []
+        for spec in inputs:
+            tracker.use_artifact(spec)
+    return tracker
+
+
+# the summary aggregate W&B keeps of each per-epoch key while a run trains (the module docstring)
+EPOCH_SUMMARIES = {"val_map": "max", "val_cf_r2": "max", "val_cf_cosine": "max", "loss_*": "min"}
+
+
+def define_epoch_metrics(tracker: Tracker) -> None:
+    """Every per-epoch key plotted against `epoch` (cf_pretrain's first stage: `pretrain/epoch`), with the
+    summary aggregates of EPOCH_SUMMARIES."""
+    tracker.define_metric("epoch")
+    for name, summary in EPOCH_SUMMARIES.items():
+        tracker.define_metric(name, step_metric="epoch", summary=summary)
+    for name in ("lr", "images_per_s"):
+        tracker.define_metric(name, step_metric="epoch")
+    tracker.define_metric("pretrain/epoch")
+    tracker.define_metric("pretrain/*", step_metric="pretrain/epoch")
 
 
 def log_training_results(tracker: Tracker, params: Params, metrics: dict, run_dir: Path, layout, info: dict) -> None:
-    """Test metrics in the summary, the per-label AP table and a grid of sample test images."""
+    """Test metrics and the best epoch's validation values in the summary, the per-epoch history as a table
+    and chart, the model artifact, the per-label AP table and a grid of sample test images."""
     if not tracker.active:
         return
     tracker.summary({k: v for k, v in metrics.items() if not isinstance(v, list | dict)})
+    _log_history(tracker, run_dir)
+    tracker.log_artifact(model_artifact(run_dir, metrics, info.get("config") or metrics))
     try:
         vocabulary, labels, images, scores = _test_samples(run_dir, layout, info)
     except Exception as exc:
@@ -275,17 +453,36 @@ def log_training_results(tracker: Tracker, params: Params, metrics: dict, run_di
                 vocabulary[int(scores[i].argmax())]
             ]
             caption = f"pred: {', '.join(predicted)} | true: {', '.join(labels[i]) or '-'}"
-            samples.append((np.asarray(images[i]), caption))
+            samples.append((upscale(np.asarray(images[i])), caption))  # cache-sized images are thumbnails
         tracker.images("test_samples", samples)
 
 
+def _log_history(tracker: Tracker, run_dir: Path) -> None:
+    """train.json's history (every epoch, also those before a resume; cf_pretrain: the second stage) as the
+    table `epoch_history`, with the chart `val_map_vs_epoch`."""
+    try:
+        history = json.loads((run_dir / TRAIN_JSON).read_text())["history"]
+    except Exception as exc:
+        _warn(f"could not read the training history ({type(exc).__name__}: {exc})")
+        return
+    columns = list(dict.fromkeys(k for record in history for k in record))
+    rows = [[record.get(c) for c in columns] for record in history]
+    chart = LineChart("val_map_vs_epoch", "epoch", "val_map", title="validation mAP per epoch")
+    tracker.table("epoch_history", columns, rows, chart)
+
+
 class WandbObserver(TrainingObserver):
-    """The `train` W&B run of one grid run: config, every epoch (committed at once: W&B would otherwise hold
-    the last epoch's row and let it replace the best epoch's values set in the summary), test results."""
+    """The `train` W&B run of one grid run: config, inputs, every epoch (committed at once: W&B would otherwise
+    hold the last epoch's row and let it replace the best epoch's values set in the summary), test results and
+    the model. `link` says where the run is, also after it finished (None when nothing was logged)."""
 
     def __init__(self, params: Params, repo_root: Path | None = None, origin: dict | None = None):
         self._params, self._repo_root, self._origin = params, repo_root, origin
         self._tracker, self._config = Tracker(), {}
+
+    @property
+    def link(self) -> RunLink | None:
+        return self._tracker.link
 
     def started(self, config: dict) -> None:
         self._params = self._params.for_dataset(config["dataset"])
@@ -330,13 +527,17 @@ def _dataset_config(params: Params, dataset: str, group: str, repo_root: Path | 
     }
 
 
-def log_cf(params: Params, report: dict, repo_root: Path | None = None) -> None:
-    """The `cf` run of one CF fit: its parameters, and its quality against popularity (summary, table, bar plot)."""
+def log_cf(params: Params, report: dict, repo_root: Path | None = None) -> RunLink | None:
+    """The `cf` run of one CF fit: its parameters, its input (the dataset artifact) and output (the CF vectors
+    artifact), and its quality against popularity (summary, table, bar plot). Returns where the run is."""
     dataset = report["dataset"]
     config = _dataset_config(params, dataset, "cf", repo_root)
     with start(params, "cf", "cf", group_name(params, dataset), config, repo_root) as tracker:
         if not tracker.active:
-            return
+            return None
+        layout = dataset_layout(params, dataset, repo_root)
+        tracker.use_artifact(dataset_artifact(layout))
+        tracker.log_artifact(cf_vectors_artifact(layout))
         tracker.summary({k: v for k, v in report.items() if k != "dataset"})
         rows = [["label_probe_map", report["label_probe"]["probe_map"], report["label_probe"]["popularity_map"]]]
         rec = report.get("recommendation", {})
@@ -346,6 +547,7 @@ def log_cf(params: Params, report: dict, repo_root: Path | None = None) -> None:
             tracker.images("cf_vs_popularity_plot", [(_bar_plot(rows), "CF vectors vs popularity")])
         except Exception as exc:
             _warn(f"could not draw the CF plot ({type(exc).__name__}: {exc})")
+    return tracker.link
 
 
 def _bar_plot(rows: list[list]) -> np.ndarray:
@@ -364,13 +566,14 @@ def _bar_plot(rows: list[list]) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def log_evaluation(params: Params, result: dict, repo_root: Path | None = None) -> None:
-    """The `evaluation` run: the results table, the two plots, and the headline in the summary."""
+def log_evaluation(params: Params, result: dict, repo_root: Path | None = None) -> RunLink | None:
+    """The `evaluation` run: the results table, test mAP per series and label ratio as a table and a native
+    line chart next to the two PNG plots, and the headline in the summary. Returns where the run is."""
     dataset = result["dataset"]
     config = _dataset_config(params, dataset, "experiment", repo_root)
     with start(params, "evaluation", "evaluation", group_name(params, dataset), config, repo_root) as tracker:
         if not tracker.active:
-            return
+            return None
         summary = result["summary"]
         tracker.summary(
             {
@@ -383,6 +586,26 @@ def log_evaluation(params: Params, result: dict, repo_root: Path | None = None) 
         )
         table = result["table"]
         tracker.table("results", [str(c) for c in table.columns], table.astype(object).values.tolist())
+        columns, rows = map_by_label_ratio(table)
+        chart = LineChart("map_vs_label_ratio_chart", "label_ratio", "map_mean", "series", "test mAP vs label ratio")
+        tracker.table("map_by_label_ratio", columns, rows, chart)
         paths = result["paths"]
         tracker.images("map_vs_label_ratio", [(paths["map_plot"], "mAP vs label ratio")])
         tracker.images("improvement", [(paths["improvement_plot"], "improvement over image_only")])
+    return tracker.link
+
+
+MAP_COLUMNS = ("map_mean", "map_std", "map_ci_low", "map_ci_high", "n_seeds")
+
+
+def map_by_label_ratio(table) -> tuple[list[str], list[list]]:
+    """The results table's test mAP, one row per series (a method, with its cf weight when it has one, as in
+    map_vs_label_ratio.csv; the reference points by name) and label ratio, in label-ratio order."""
+    from collab_iu.evaluate import series_name
+
+    columns = ["series", "method", "cf_weight", "label_ratio", *[c for c in MAP_COLUMNS if c in table.columns]]
+    ordered = table.sort_values("label_ratio", kind="stable")
+    rows = [
+        [series_name(row["method"], row["cf_weight"]), *[row[c] for c in columns[1:]]] for _, row in ordered.iterrows()
+    ]
+    return columns, rows

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from collab_iu.params import CFParams, SyntheticParams
 
@@ -89,3 +95,52 @@ def train_grid(params, repo_root=None, observer=None) -> list[dict]:
         train_run(params, key, dataset, repo_root, progress=False, observer=observer(params) if observer else None)
         for key in keys
     ]
+
+
+BIN = Path(sys.executable).parent
+
+
+def run_command(args: list[str], cwd: Path, check: bool = True, **env_vars: str) -> subprocess.CompletedProcess:
+    """Run a command of the virtual environment (dvc, collab-iu, git) in `cwd`, as a user's shell would."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
+    env |= {
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # stage commands call collab-iu
+        "PYTHONWARNINGS": "ignore",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        **env_vars,
+    }
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def tiny_dvc_repo(dest: Path, experiment: dict) -> Path:
+    """A copy of the repository's files in a fresh git repo at `dest`, with a tiny params.yaml (grid
+    `experiment`) and its dvc.yaml, committed."""
+    from collab_iu.params import params_from_dict
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    tree = tiny_params_tree(Path("data"), experiment=experiment)
+    tree["data"]["root"] = "data"
+    full = params_from_dict(tree).model_dump(mode="json")  # DVC needs every key a stage names
+    (dest / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
+    run_command([str(BIN / "collab-iu"), "dvc-yaml"], dest)
+    run_command(["git", "init", "-q"], dest)
+    run_command(["git", "add", "-A"], dest)
+    run_command(["git", "commit", "-qm", "tiny"], dest)
+    return dest
+
+
+def stages_run(output: str) -> set[str]:
+    """The DVC stages a `dvc repro` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))

@@ -35,7 +35,9 @@ SUBCOMMANDS = [
     "import",
     "fetch-images",
     "report",
+    "exp-show",  # a view of DVC's experiments: no params of its own
 ]
+WITHOUT_PARAMS = {"exp-show"}
 SCRIPT = Path(sys.executable).parent / "collab-iu"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "orchestration.cli"]
 
@@ -67,6 +69,7 @@ DOCUMENTED_OUTPUTS = [
     "evaluation/results.csv",
     "evaluation/results.md",
     "evaluation/summary.json",
+    "evaluation/metrics.json",
     "evaluation/map_vs_label_ratio.png",
     "evaluation/improvement.png",
     "evaluation/map_vs_label_ratio.csv",
@@ -107,7 +110,7 @@ def test_help(command, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: collab-iu{' ' + command if command else ''}")
     if command:
-        assert "--params" in out and "--set" in out
+        assert ("--params" in out and "--set" in out) or command in WITHOUT_PARAMS
         sub = next(a for a in build_parser()._actions if a.dest == "command")
         assert sub.choices[command].description, f"`collab-iu {command} --help` has no description"
     else:
@@ -385,16 +388,15 @@ def test_dvc_yaml_generation_and_check(tmp_path, monkeypatch, capsys):
     assert main(["dvc-yaml", "--check"]) == 1
     assert main(["dvc-yaml"]) == 0
     stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
-    assert stages["train-synthetic"]["matrix"]["run"] == [
+    image_only, with_cf = stages["train-synthetic"], stages["train-synthetic-cf"]
+    assert image_only["foreach"] == [
         "image_only-r0.3-w0-s0",
         "image_only-r0.3-w0-s1",
         "image_only-r1-w0-s0",
         "image_only-r1-w0-s1",
-        "with_cf-r0.3-w2-s0",
-        "with_cf-r0.3-w2-s1",
-        "with_cf-r1-w2-s0",
-        "with_cf-r1-w2-s1",
     ]
+    assert with_cf["foreach"] == ["with_cf-r0.3-w2-s0", "with_cf-r0.3-w2-s1", "with_cf-r1-w2-s0", "with_cf-r1-w2-s1"]
+    assert "data/synthetic/cf" in with_cf["do"]["deps"] and "data/synthetic/cf" not in image_only["do"]["deps"]
     assert stages["cf-synthetic"]["params"] == ["cf"]
     assert main(["dvc-yaml", "--check"]) == 0
     assert main(["dvc-yaml", "--check", "--set", "experiment.seeds=[0]"]) == 1

@@ -66,7 +66,9 @@ def dagster_dev(tmp_path_factory):
     project.mkdir()
     tree = tiny_params_tree(Path("data"), experiment={"workers": 1}, wandb={"mode": "disabled"})
     (project / "params.yaml").write_text(yaml.safe_dump(tree))
-    home = ensure_dagster_home(project)
+    with pytest.MonkeyPatch.context() as env_vars:  # the project's own instance, even in an activated venv
+        env_vars.delenv("DAGSTER_HOME", raising=False)  # (.venv/bin/activate exports the repository's)
+        home = ensure_dagster_home(project)
     env = os.environ | {"COLLAB_IU_ROOT": str(project), "DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore"}
     port = _free_port()
     log = tmp_path / "dagster-dev.log"
@@ -201,7 +203,9 @@ def test_a_run_of_the_cli_is_reexecuted_from_the_ui(dagster_dev):
     env = os.environ | {"COLLAB_IU_ROOT": str(project), "DAGSTER_HOME": str(project / ".dagster")}
     done = subprocess.run([str(CLI), "cf"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    [parent] = [r for r in _runs(port, **{"collab_iu/entry": "cli"}) if r["jobName"] == "pipeline"]
+    runs = [r for r in _runs(port, **{"collab_iu/entry": "cli"}) if r["jobName"] == "pipeline"]
+    assert len(runs) == 1, [(r["runId"], r["status"], r["tags"]) for r in runs]
+    [parent] = runs
     assert parent["status"] == "SUCCESS"
     assert "cf:" in parent["runConfigYaml"] and "factors: 8" in parent["runConfigYaml"]  # every key the step read
     launched = _graphql(port, REEXECUTE, {"parentRunId": parent["runId"]})["launchPipelineReexecution"]

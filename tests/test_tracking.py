@@ -2,7 +2,9 @@
 
 The offline runs are read from their transaction log (`offline-run-*/run-*.wandb`, a
 LevelDB-style log of protobuf `Record`s, the format `wandb sync` uploads): the run record
-(job type, group, config), config updates, history rows and summary updates. Media files
+(job type, group, config), config updates, history rows, summary updates, metric definitions
+(`define_metric`) and artifact records (`log_artifact`; an input declared offline is an artifact
+record marked `use_after_commit`: offline wandb writes no `use_artifact` record). Media files
 (tables, images) lie under `offline-run-*/files/media/`.
 """
 
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import REPO, tiny_params_tree, train_grid
 
@@ -78,16 +81,32 @@ def _complete_log(folder: Path, wait_s: float = 30.0) -> list:
         time.sleep(0.2)
 
 
+def _artifact(record) -> dict:
+    """An artifact record: name, type, metadata, whether it is an input (use_after_commit), manifest entries."""
+    a = record.artifact
+    entries = {e.path: {"ref": e.ref, "local_path": e.local_path, "digest": e.digest} for e in a.manifest.contents}
+    return {
+        "name": a.name,
+        "type": a.type,
+        "metadata": json.loads(a.metadata or "{}"),
+        "input": a.use_after_commit,
+        "digest": a.digest,
+        "entries": entries,
+    }
+
+
 def read_offline_runs(root: Path) -> list[dict]:
-    """Every offline run under root/wandb: job type, group, name, config, history rows, summary, files folder."""
+    """Every offline run under root/wandb: job type, group, name, id, folder, config, history rows, summary,
+    metric definitions (name or glob -> record), artifacts (user-logged, not W&B's own table artifacts)."""
     runs = []
     for folder in sorted((root / "wandb").glob("offline-run-*")):
-        run: dict = {"config": {}, "history": [], "summary": {}, "files": folder / "files"}
+        run: dict = {"config": {}, "history": [], "summary": {}, "metrics": {}, "artifacts": [], "use_artifact": []}
+        run |= {"files": folder / "files", "folder": folder}
         for record in _complete_log(folder):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 r = record.run
-                run |= {"job_type": r.job_type, "group": r.run_group, "name": r.display_name}
+                run |= {"job_type": r.job_type, "group": r.run_group, "name": r.display_name, "id": r.run_id}
                 run["config"] |= _items(r.config.update)
             elif kind == "config":
                 run["config"] |= _items(record.config.update)
@@ -95,6 +114,12 @@ def read_offline_runs(root: Path) -> list[dict]:
                 run["history"].append(_items(record.history.item))
             elif kind == "summary":
                 run["summary"] |= _items(record.summary.update)
+            elif kind == "metric":
+                run["metrics"][record.metric.name or record.metric.glob_name] = record.metric
+            elif kind == "artifact" and record.artifact.type != "run_table":
+                run["artifacts"].append(_artifact(record))
+            elif kind == "use_artifact":
+                run["use_artifact"].append(record.use_artifact.name)
         runs.append(run)
     return runs
 
@@ -106,6 +131,20 @@ def _media(run: dict, key: str) -> dict:
     for name in [entry["path"]] if "path" in entry else entry["filenames"]:
         assert (run["files"] / name).is_file(), name
     return entry
+
+
+def _table(run: dict, key: str) -> list[dict]:
+    """A logged wandb.Table's rows as dicts."""
+    content = json.loads((run["files"] / _media(run, key)["path"]).read_text())
+    return [dict(zip(content["columns"], row)) for row in content["data"]]
+
+
+def _chart(run: dict, key: str) -> dict:
+    """The columns a native W&B chart (wandb.plot.*) plots: {"x", "y", "stroke"}; its data is the table `<key>_table`."""
+    panel = run["config"][f"_wandb/visualize/{key}"]
+    assert panel["panel_config"]["panelDefId"] == "wandb/line/v0"
+    _media(run, f"{key}_table")
+    return panel["panel_config"]["fieldSettings"]
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -184,11 +223,30 @@ def test_tiny_grid_logs_every_run_offline(project, wandb_env):
         assert ("val_cf_r2" in val_rows[0]) == ("val_cf_cosine" in val_rows[0]) == cf_head
         assert run["summary"].get("val_cf_r2") == (pytest.approx(metrics["val_cf_r2"]) if cf_head else None)
         assert run["summary"]["val_map"] == pytest.approx(metrics["val_map"])  # the best epoch's, not the last's
+        assert run["summary"]["val_map"] == pytest.approx(max(row["val_map"] for row in val_rows))
+        assert run["metrics"]["val_map"].step_metric == "epoch" and run["metrics"]["val_map"].summary.max
         table = _media(run, "test_ap_per_label")
         content = json.loads((run["files"] / table["path"]).read_text())
         assert content["columns"] == ["label", "ap", "n_positive"] and len(content["data"]) == n_labels
         images = _media(run, "test_samples")
         assert images["count"] == 4 and all(c.startswith("pred: ") for c in images["captions"])
+        assert min(images["width"], images["height"]) >= 128  # the 16 px cache images, upscaled
+        history = _table(run, "epoch_history")  # the native chart's data: every epoch of train.json
+        assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
+        assert [row["val_map"] for row in history] == pytest.approx([row["val_map"] for row in val_rows])
+        assert _chart(run, "val_map_vs_epoch") == {"x": "epoch", "y": "val_map", "stroke": None}
+        [model] = [a for a in run["artifacts"] if not a["input"]]
+        inputs = {a["name"] for a in run["artifacts"] if a["input"]}  # CF vectors: only a run that learns from them
+        assert inputs == {"dataset-synthetic", "image_cache-synthetic"} | (
+            {"cf_vectors-synthetic"} if cf_head else set()
+        )
+        assert model["name"] == f"model-synthetic-{key}" and model["type"] == "model" and not model["input"]
+        assert set(model["entries"]) == {"best.pt", "model.json", "metrics.json"}
+        assert model["metadata"]["test_map"] == pytest.approx(metrics["test_map"])
+        assert (
+            model["metadata"]["config_hash"] == config["config_hash"]
+            and model["metadata"]["method"] == metrics["method"]
+        )
 
     [cf] = by_type["cf"]
     assert cf["summary"]["label_probe"]["probe_map"] is not None
@@ -198,9 +256,54 @@ def test_tiny_grid_logs_every_run_offline(project, wandb_env):
     [ev] = by_type["evaluation"]
     results_table = _media(ev, "results")
     assert results_table["nrows"] == len(evaluation["table"])
+    cells = evaluation["table"]
+    by_ratio = _table(ev, "map_by_label_ratio")  # one row per cell: its series and label ratio
+    assert len(by_ratio) == len(cells)
+    with_cf = cells[cells["method"] == "with_cf"].iloc[0]
+    [row] = [r for r in by_ratio if r["series"] == f"with_cf_w{with_cf['cf_weight']:g}"]
+    assert row["label_ratio"] == with_cf["label_ratio"] and row["map_mean"] == pytest.approx(with_cf["map_mean"])
+    assert {r["series"] for r in by_ratio} >= {"image_only", "popularity", "random"}
+    assert _chart(ev, "map_vs_label_ratio_chart") == {"x": "label_ratio", "y": "map_mean", "stroke": "series"}
     _media(ev, "map_vs_label_ratio")
     _media(ev, "improvement")
     assert ev["summary"]["headline"] == json.loads(json.dumps(evaluation["headline"]))
+
+
+def test_summary_keeps_the_best_epoch_while_training(wandb_env):
+    """W&B's own aggregates (define_metric), before the run is scored: the best val_map, not the last epoch's."""
+    params = params_from_dict({"wandb": {"mode": "offline", "dir": str(wandb_env)}})
+    tracker = tracking.start(params, "train", "run", "group", {})
+    tracking.define_epoch_metrics(tracker)
+    for epoch, (val_map, loss) in enumerate([(0.5, 0.9), (0.8, 0.7), (0.6, 0.4)], start=1):
+        tracker.log({"epoch": epoch, "val_map": val_map, "val_cf_r2": val_map / 2, "loss_total": loss}, step=epoch)
+    tracker.finish()
+    [run] = read_offline_runs(wandb_env)
+    assert run["summary"]["val_map"] == {"max": 0.8} and run["summary"]["val_cf_r2"] == {"max": 0.4}
+    assert run["summary"]["loss_total"] == {"min": 0.4} and run["summary"]["epoch"] == 3
+    assert run["metrics"]["loss_*"].step_metric == "epoch"  # charts plot against epoch
+    assert run["metrics"]["pretrain/*"].step_metric == "pretrain/epoch"
+
+
+def test_link_metadata_for_dagster():
+    from orchestration.defs.metadata import wandb_run_metadata
+
+    online = tracking.RunLink("team/collab_iu/abc123", "https://wandb.ai/team/collab_iu/runs/abc123", "/r/run", False)
+    metadata = wandb_run_metadata(online)
+    assert metadata["wandb_run"].url == online.url and metadata["wandb_run_path"].text == online.path
+    assert "wandb_sync" not in metadata  # uploaded already
+    offline = wandb_run_metadata(tracking.RunLink("collab_iu/abc123", None, "/r/my runs/offline-run-x", True))
+    assert offline["wandb_run"].path == "/r/my runs/offline-run-x"
+    assert offline["wandb_sync"].text == "wandb sync '/r/my runs/offline-run-x'"  # quoted for the shell
+    assert wandb_run_metadata(None) == {}  # nothing logged: no link
+
+
+def test_upscale_is_nearest_neighbour():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    big = tracking.upscale(image, 128)
+    assert big.shape == (128, 192, 3)  # factor 64: the short side reaches 128
+    assert (big[::64, ::64] == image).all() and (big[63, 63] == image[0, 0]).all()
+    large = np.zeros((200, 300, 3), np.uint8)
+    assert tracking.upscale(large, 128) is large
 
 
 # ---------------------------------------------------------------------------- W&B never stops training
@@ -317,6 +420,18 @@ def test_dagster_materialisation_logs(tmp_path, monkeypatch, wandb_env):
     [run] = read_offline_runs(tmp_path / "wb")
     assert run["job_type"] == "cf" and run["group"] == "synthetic/default"
     assert run["config"]["cf"]["factors"] == tree["cf"]["factors"]
+    [cf_materialisation] = result.asset_materializations_for_node("cf_embeddings")
+    assert Path(cf_materialisation.metadata["wandb_run"].path) == run["folder"]  # the link back to W&B
+    # lineage: the cf run reads the dataset snapshot and writes the CF vectors, both references to the files
+    cf_artifacts = {a["name"]: a for a in run["artifacts"]}
+    assert set(cf_artifacts) == {"dataset-synthetic", "cf_vectors-synthetic"}
+    dataset, vectors = cf_artifacts["dataset-synthetic"], cf_artifacts["cf_vectors-synthetic"]
+    assert dataset["input"] and not vectors["input"] and not run["use_artifact"]  # offline: no use_artifact record
+    data = (tmp_path / "data" / "synthetic").resolve()
+    assert dataset["entries"]["split/splits.parquet"]["ref"] == (data / "split" / "splits.parquet").as_uri()
+    assert {"prepared/items.parquet", "prepared/interactions.parquet"} <= set(dataset["entries"])
+    assert vectors["entries"]["cf/item_vectors.npy"]["ref"] == (data / "cf" / "item_vectors.npy").as_uri()
+    assert not any(e["local_path"] for a in cf_artifacts.values() for e in a["entries"].values())  # nothing copied
 
     # a trained model: the parameters that made its inputs, and the Dagster run that trained it
     resources = dict(defs.resources) | {"wandb": WandbResource(mode="offline")}
@@ -331,6 +446,26 @@ def test_dagster_materialisation_logs(tmp_path, monkeypatch, wandb_env):
     assert trained.success
     [train] = [r for r in read_offline_runs(tmp_path / "wb") if r["job_type"] == "train"]
     assert train["config"]["dagster_run_id"] == trained.run_id
+    metrics = json.loads(
+        (tmp_path / "data" / "synthetic" / "runs" / key.keys_by_dimension["run"] / METRICS_JSON).read_text()
+    )
+    best = max(row["val_map"] for row in train["history"] if "val_map" in row)
+    assert train["summary"]["val_map"] == pytest.approx(best) == pytest.approx(metrics["val_map"])
+    inputs = {a["name"]: a for a in train["artifacts"] if a["input"]}
+    assert set(inputs) == {"dataset-synthetic", "image_cache-synthetic", "cf_vectors-synthetic"}
+    assert inputs["dataset-synthetic"]["digest"] == dataset["digest"]  # the same version as the cf run's
+    assert inputs["cf_vectors-synthetic"]["digest"] == vectors["digest"]  # the cf run's output, used here
+    assert "cache/images.npy" not in inputs["image_cache-synthetic"]["entries"]  # too large: left out
+    [model] = [a for a in train["artifacts"] if not a["input"]]
+    assert model["name"] == "model-synthetic-with_cf-r1-w2-s0" and model["type"] == "model"
+    assert model["entries"]["best.pt"]["local_path"]  # copied, uploaded by `wandb sync`
+    assert model["metadata"]["test_map"] == pytest.approx(metrics["test_map"])
+    # the link back: the materialisation names the offline run's folder and how to upload it
+    [materialisation] = trained.asset_materializations_for_node("trained_model")
+    link = materialisation.metadata
+    assert Path(link["wandb_run"].path) == train["folder"]
+    assert link["wandb_run_path"].text.endswith(train["id"])
+    assert link["wandb_sync"].text == f"wandb sync {train['folder']}"
     for group in ("cf", "split", "cache", "synthetic", "prepare"):
         logged = train["config"][group]  # the whole group, with every value the tiny project set
         assert all(logged[k] == v for k, v in tree.get(group, {}).items()) and len(logged) > 1, group

@@ -109,3 +109,40 @@ def test_stage_two_starts_from_the_pretrained_backbone(prepared, tmp_path):
     before, after = _weights(init), _weights(tmp_path / "s2" / BEST)
     conv = next(k for k in before if k.startswith("backbone.") and k.endswith("weight"))
     assert torch.allclose(before[conv], after[conv], atol=1e-6)  # lr ~ 0: the stage-1 weights carried over
+
+
+def test_same_inputs_give_byte_identical_run_files(prepared, tmp_path):
+    """Training writes no timing and no temporary name: DVC hashes of a run folder are reproducible."""
+    params, layout = prepared
+    data = load_training_data(layout, params, label_ratio=1.0, seed=0)
+    seen = []
+    for name in ("a", "b"):
+        train_model(data, params.train, params.augment, tmp_path / name, progress=False, on_epoch_end=seen.append)
+    for file in ("train.json", BEST, CHECKPOINT):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+    assert "images_per_s" not in (tmp_path / "a" / "train.json").read_text()
+    assert all(record["images_per_s"] > 0 for record in seen)  # the throughput is reported to the observers
+
+
+def test_image_only_reads_no_cf_output(prepared, tmp_path):
+    """An image_only run trains without the CF folder, and a new CF fit leaves its config (so its reuse) alone."""
+    import shutil
+
+    from collab_iu.experiment import run_config, train_run
+    from collab_iu.grid import parse_run_key
+
+    params, layout = prepared
+    shutil.copytree(layout.root, tmp_path / "data")
+    params = params.model_copy(update={"data": params.data.model_copy(update={"root": tmp_path / "data"})})
+    moved = dataset_layout(params)
+    image_only, with_cf = parse_run_key("image_only-r1-w0-s0"), parse_run_key("with_cf-r1-w2-s0")
+    before = {spec.method: run_config(params, spec, moved)["config_hash"] for spec in (image_only, with_cf)}
+    run_cf(params.model_copy(update={"cf": params.cf.model_copy(update={"factors": params.cf.factors + 2})}))
+    after = {spec.method: run_config(params, spec, moved)["config_hash"] for spec in (image_only, with_cf)}
+    assert after["image_only"] == before["image_only"] and after["with_cf"] != before["with_cf"]
+
+    shutil.rmtree(moved.cf)
+    metrics = train_run(params, image_only, progress=False)
+    assert metrics["test_map"] > 0 and metrics["val_cf_r2"] is None
+    with pytest.raises(FileNotFoundError):
+        train_run(params, with_cf, progress=False)

@@ -9,6 +9,7 @@ from collab_iu.dataset import CFOnlyDatasetError, DatasetError
 from collab_iu.params import ParamsError
 from collab_iu.splits import SplitError
 from orchestration.cli.data_commands import add_dataset_parsers
+from orchestration.cli.experiments import add_experiment_parsers
 from orchestration.cli.pipeline_commands import add_pipeline_parsers
 from orchestration.cli.predict import add_predict_parser
 from orchestration.errors import MaterializeError
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_parsers(sub)
     add_predict_parser(sub)
     add_dataset_parsers(sub)
+    add_experiment_parsers(sub)
     for action in sub._choices_actions:  # a subcommand's --help opens with its one-line help when it has no other
         chosen = sub.choices[action.dest]
         chosen.description = chosen.description or action.help

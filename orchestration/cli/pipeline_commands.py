@@ -134,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from collab_iu.grid import grid_runs
     from collab_iu.layout import dataset_layout
     from collab_iu.stages import ensure_trainable
+    from orchestration.defs.project import repo_root
     from orchestration.pipeline import CF_ASSETS, DATA_ASSETS, run_pipeline
 
     params = _through_dagster(args)
@@ -155,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  models: {layout.runs}/<run key>/best.pt (predict with: collab-iu predict --model {layout.runs}/<run key> IMAGE...)"
     )
     print("  Dagster runs: `dagster dev` from the repository root, then Runs in the UI")
+    if str(params.data.root) == "data" and (repo_root() / "dvc.yaml").exists():  # the outputs dvc.yaml names
+        print(f"  DVC: `dvc commit -f --with-deps evaluate-{layout.name}` records these outputs in dvc.lock (README)")
     return 0
 
 

@@ -23,7 +23,7 @@ from collab_iu.params import Params
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
 from collab_iu.steps import step
 from orchestration.defs.config import asset_config, params_with
-from orchestration.defs.metadata import markdown_table, png_markdown
+from orchestration.defs.metadata import markdown_table, png_markdown, wandb_run_metadata
 from orchestration.defs.partitions import DATASET, RUN, dataset_partitions, model_partitions, run_partitions
 from orchestration.defs.project import REPLACE_TAG, TRAINING_POOL, project_params, repo_root
 from orchestration.defs.resources import ComputeResource, WandbResource
@@ -97,9 +97,9 @@ def _split(params: Params, context: dg.AssetExecutionContext) -> dict:
 
 def _cf(params: Params, context: dg.AssetExecutionContext) -> dict:
     report = run_cf(params, context.partition_key, repo_root())
-    log_cf(params, report, repo_root())  # a W&B run of job type `cf`; never raises
+    link = log_cf(params, report, repo_root())  # a W&B run of job type `cf`; never raises
     probe = report["label_probe"]
-    metadata = {
+    metadata = wandb_run_metadata(link) | {
         "algorithm": report["algorithm"],
         "dim": report["dim"],
         "items_with_vector": report["items_with_vector"],
@@ -124,8 +124,8 @@ def _cache(params: Params, context: dg.AssetExecutionContext) -> dict:
 
 def _evaluate(params: Params, context: dg.AssetExecutionContext) -> dict:
     result = run_evaluation(params, context.partition_key, repo_root())
-    log_evaluation(params, result, repo_root())  # a W&B run of job type `evaluation`; never raises
-    metadata = {
+    link = log_evaluation(params, result, repo_root())  # a W&B run of job type `evaluation`; never raises
+    metadata = wandb_run_metadata(link) | {
         "results": dg.MetadataValue.md(result["paths"]["results_md"].read_text()),
         "map_vs_label_ratio": png_markdown(result["paths"]["map_plot"], "mAP vs label ratio"),
         "improvement": png_markdown(result["paths"]["improvement_plot"], "improvement over image_only"),
@@ -165,7 +165,7 @@ def _trained_model(params: Params, partitions: dg.PartitionsDefinition, deps: li
             run_params, keys[RUN], keys[DATASET], repo_root(), progress=False, observer=observer, replace=replace
         )
         run_dir = dataset_layout(run_params, keys[DATASET], repo_root()).runs / keys[RUN]
-        return dg.MaterializeResult(metadata=_model_metadata(metrics, run_dir))
+        return dg.MaterializeResult(metadata=_model_metadata(metrics, run_dir) | wandb_run_metadata(wandb_run.link))
 
     return trained_model
 
