@@ -18,16 +18,29 @@ from typing import Any
 import pandas as pd
 
 
+def _umask() -> int:
+    """The process's umask (read once, at import: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 @contextmanager
 def atomic_file(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it is renamed to `dest`, on error removed."""
+    """Yield a temporary path; on success it is renamed to `dest`, on error removed. `dest` gets the modes a
+    plain `open()` would give it (0666 less the umask), not mkstemp's private 0600."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with _naming(dest):
+            yield tmp_path
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -35,12 +48,15 @@ def atomic_file(dest: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `dest` whole, on error it is removed."""
+    """Yield a temporary folder; on success it replaces `dest` whole, on error it is removed. `dest` gets the
+    modes of a plain `mkdir` (0777 less the umask), not mkdtemp's private 0700."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp.chmod(0o777 & ~UMASK)
     try:
-        yield tmp
+        with _naming(dest):
+            yield tmp
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -51,6 +67,17 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _naming(dest: Path) -> Iterator[None]:
+    """An OSError without a file name (a full disk says none) raised again naming the output being written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(dest)) from exc
 
 
 def write_json(obj: Any, dest: str | Path) -> None:

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from collab_iu.artifacts import splits_of
 from collab_iu.dataset import label_matrix, label_vocabulary
+from collab_iu.errors import UserError
 from collab_iu.params import CFParams
 
 
@@ -34,10 +35,28 @@ def interaction_matrix(interactions: pd.DataFrame, item_ids: pd.Series, binarize
     if (item_pos < 0).any():
         raise ValueError("interactions name items missing from the catalogue")
     users = pd.Categorical(interactions["user_id"])
-    values = np.ones(len(interactions), np.float32) if binarize else interactions["weight"].to_numpy(np.float32)
+    with np.errstate(over="ignore"):  # a weight beyond float32's range becomes inf, refused below
+        values = np.ones(len(interactions), np.float32) if binarize else interactions["weight"].to_numpy(np.float32)
+    _check_weights(values)
     m = sp.csr_matrix((values, (users.codes, item_pos)), shape=(len(users.categories), len(item_ids)))
     m.sum_duplicates()
+    _check_weights(m.data, "summed per (user, item) pair")
     return m
+
+
+class InteractionWeightError(UserError, ValueError):
+    """Interaction weights the CF fit cannot use (NaN, infinite or negative)."""
+
+
+def _check_weights(values: np.ndarray, what: str = "") -> None:
+    """Refuse weights that are not finite and >= 0 (validation refuses them; tables written another way might not)."""
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if len(bad):
+        shown = ", ".join(str(v) for v in values[bad[:3]]) + (", ..." if len(bad) > 3 else "")
+        raise InteractionWeightError(
+            f"{len(bad)} interaction weight(s){' ' + what if what else ''} are not finite and >= 0 in float32 "
+            f"({shown}); the CF fit with cf.binarize=false needs usable weights: fix the dataset, run `collab-iu prepare`"
+        )
 
 
 def _make_model(params: CFParams):

@@ -6,11 +6,12 @@ A dataset folder holds:
   or null, `labels` list of strings (in CSV: one string, labels separated by `|`); an empty
   list (or null) means unlabelled.
 - `interactions.parquet` (or `interactions.csv`): `user_id`, `item_id`, optional `weight`
-  (float >= 0, default 1), optional `timestamp`.
+  (a finite float >= 0, default 1), optional `timestamp`.
 - the image files.
 
-`read_raw_tables` reads the two tables with their types checked; `validate.py` checks the
-content. In memory a dataset is two DataFrames in the normalised dtypes below.
+Other columns are ignored (validation reports them). `read_raw_tables` reads the two tables
+with their types checked; `validate.py` checks the content. In memory a dataset is two
+DataFrames in the normalised dtypes below, rows numbered by their position in the file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from collab_iu.errors import UserError
 
 ITEMS = "items"
 INTERACTIONS = "interactions"
@@ -37,7 +40,8 @@ class TableProblem:
     file: str
     message: str
     rows: list[int] | None = None  # data rows, 0-based (reported as CSV lines for CSV files)
-    fatal: bool = True
+    fatal: bool = True  # False: a warning (the data is usable; the report names it)
+    columns: list[str] | None = None  # the columns a problem is about, where it is about columns
 
     def render(self, max_rows: int = 10) -> str:
         if not self.rows:
@@ -51,7 +55,7 @@ class TableProblem:
         return f"{self.file} {where}: {self.message}"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder has fatal problems; the message lists every one."""
 
     def __init__(self, folder: Path | str, problems: list[TableProblem]):
@@ -61,7 +65,7 @@ class DatasetError(ValueError):
         super().__init__(f"dataset {self.folder} has {len(problems)} problem(s):\n  {lines}")
 
 
-class CFOnlyDatasetError(ValueError):
+class CFOnlyDatasetError(UserError, ValueError):
     """A dataset prepared for the CF diagnosis only (prepare.cf_only) was asked for its images or a model."""
 
 
@@ -100,6 +104,7 @@ _INTERACTION_TYPES = {
     "weight": {"float", "integer"},
     "timestamp": {"integer", "float", "timestamp"},
 }
+_KNOWN_COLUMNS = {ITEMS: ITEM_COLUMNS, INTERACTIONS: tuple(_INTERACTION_TYPES)}
 
 
 def _check_columns(name: str, columns: list[str], required: tuple[str, ...]) -> list[TableProblem]:
@@ -125,7 +130,11 @@ def _read_parquet(path: Path, types: dict[str, set[str]], required: tuple[str, .
                 )
     if problems:
         return None, problems
-    return table.to_pandas(), []
+    # rows by position: a pandas index stored in the file (e.g. of a concatenation: 0..n, 0..m) is dropped
+    # unless it is named (then it is a column like any other)
+    stored_index = (table.schema.pandas_metadata or {}).get("index_columns", [])
+    table = table.drop_columns([c for c in stored_index if isinstance(c, str) and c.startswith("__index_level_")])
+    return table.to_pandas(ignore_metadata=True), []
 
 
 def _read_csv(path: Path, string_columns: tuple[str, ...], required: tuple[str, ...]):
@@ -191,13 +200,19 @@ def _read_table(
     else:
         df, found = _read_csv(path, csv_strings, required)
     problems += found
+    if df is not None:
+        unknown = [str(c) for c in df.columns if c not in _KNOWN_COLUMNS[stem]]
+        if unknown:
+            message = f"unknown column(s) {', '.join(unknown)} ignored (known: {', '.join(_KNOWN_COLUMNS[stem])})"
+            problems.append(TableProblem(path.name, message, fatal=False, columns=unknown))
     return df
 
 
 def read_raw_tables(folder: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None, list[TableProblem], dict]:
     """Read items and interactions with column types checked.
 
-    Returns (items, interactions, problems, files) where files maps table -> file name.
+    Returns (items, interactions, problems, files) where files maps table -> file name; problems with
+    `fatal` False are warnings (unknown columns, ignored).
     Items come back with `item_id` (str), `image` (str or None), `labels` (list of str);
     interactions with `user_id` (str), `item_id` (str), `weight` (float64), and `timestamp` if given.
     """

@@ -70,6 +70,7 @@ from collab_iu.cf_fit import VAL_CF_KEYS
 from collab_iu.dataset import label_matrix
 from collab_iu.grid import METHODS, RunSpec, grid_runs, uses_cf
 from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.locks import locked_outputs
 from collab_iu.metrics import bootstrap_indices, bootstrap_map, evaluate_scores, resample_counts
 from collab_iu.params import ExperimentParams, Params
 from collab_iu.stats import (
@@ -257,6 +258,7 @@ def _cell_metrics(metrics: dict) -> dict:
 # ---------------------------------------------------------------------------- the evaluation
 
 
+@locked_outputs("evaluation")
 def run_evaluation(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Evaluate every run of the grid and write `evaluation/` (see the module docstring).
 

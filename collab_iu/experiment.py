@@ -44,11 +44,13 @@ from collab_iu.artifacts import (
 )
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
+from collab_iu.errors import UserError
 from collab_iu.grid import RunSpec, parse_run_key
 from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.locks import output_lock
 from collab_iu.methods import METHODS
 from collab_iu.metrics import evaluate_scores
-from collab_iu.models import MultitaskModel
+from collab_iu.models import MultitaskModel, load_weights_file
 from collab_iu.observer import TrainingObserver
 from collab_iu.params import Params, TrainParams
 from collab_iu.train import VAL_CF_KEYS, load_training_data, predict_scores, resolve_device, train_model
@@ -97,7 +99,7 @@ def _input_digest(layout: DatasetLayout, uses_cf: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-class RunConflictError(RuntimeError):
+class RunConflictError(UserError, RuntimeError):
     """A finished run exists under the run key with another configuration, and replacing it was not asked."""
 
 
@@ -177,6 +179,20 @@ def train_run(
     ensure_trainable(layout)  # a dataset prepared with prepare.cf_only has no images to train on
     params = params.for_dataset(layout.name)
     run_dir = layout.runs / spec.key
+    with output_lock(run_dir):  # a second process on this run key waits, then reuses or refuses what it finds
+        return _claim_and_train(params, spec, layout, run_dir, progress, observer or TrainingObserver(), replace)
+
+
+def _claim_and_train(
+    params: Params,
+    spec: RunSpec,
+    layout: DatasetLayout,
+    run_dir: Path,
+    progress: bool,
+    observer: TrainingObserver,
+    replace: bool,
+) -> dict:
+    """train_run's work, holding the run folder's lock."""
     config = run_config(params, spec, layout)
     finished = _claim_run_dir(run_dir, config, replace)
     if finished is not None:
@@ -197,7 +213,6 @@ def train_run(
     }
     write_json(model_info, run_dir / MODEL_JSON)
 
-    observer = observer or TrainingObserver()
     observer.started(config)
     failed = True
     try:
@@ -266,7 +281,8 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> t
     run_dir = Path(run_dir)
     info = json.loads((run_dir / MODEL_JSON).read_text())
     model = MultitaskModel(info["backbone"], len(info["vocabulary"]), info["cf_dim"])
-    model.load_state_dict(torch.load(run_dir / BEST, map_location="cpu", weights_only=True))
+    state = load_weights_file(run_dir / BEST)
+    model.load_state_dict(state)
     return model.to(device).eval(), info
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from collab_iu.artifacts import CACHE_IMAGES, CACHE_INDEX, REPORT
 from collab_iu.atomic import atomic_dir, write_json
-from collab_iu.image_io import load_square_rgb, resolve_inside
+from collab_iu.image_io import DEFAULT_MAX_PIXELS, resolve_inside, try_load_square_rgb
 
 
 @dataclass
@@ -30,20 +30,24 @@ class ImageCache:
         return pd.Index(self.index["item_id"]).get_indexer(pd.Index(item_ids))
 
 
-def _decode(args: tuple[Path | None, int]) -> tuple[np.ndarray | None, str | None]:
-    path, size = args
+def _decode(args: tuple[Path | None, int, int]) -> tuple[np.ndarray | None, str | None]:
+    path, size, max_pixels = args
     if path is None:
         return None, "image path escapes the dataset folder"
-    try:
-        return load_square_rgb(path, size), None
-    except FileNotFoundError:
-        return None, "missing"
-    except Exception as exc:  # noqa: BLE001 - every decoding failure is reported by item id
-        return None, f"undecodable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return try_load_square_rgb(path, size, max_pixels)  # exactly as `predict` decodes a file
 
 
-def build_image_cache(items: pd.DataFrame, image_root: str | Path, size: int, workers: int, dest: str | Path) -> dict:
-    """Decode every item image into `dest/images.npy` (atomically); report missing or corrupt ones by item id."""
+def build_image_cache(
+    items: pd.DataFrame,
+    image_root: str | Path,
+    size: int,
+    workers: int,
+    dest: str | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict:
+    """Decode every item image into `dest/images.npy` (atomically); report missing or corrupt ones by item id.
+
+    `max_pixels` (prepare.max_image_pixels): an image declaring more pixels is reported, never decoded."""
     image_root = Path(image_root)
     with_image = items[items["image"].notna()]
     paths = [resolve_inside(image_root, rel) for rel in with_image["image"]]
@@ -54,7 +58,7 @@ def build_image_cache(items: pd.DataFrame, image_root: str | Path, size: int, wo
         )
         kept_ids: list[str] = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_decode, ((p, size) for p in paths), chunksize=64)
+            results = pool.map(_decode, ((p, size, max_pixels) for p in paths), chunksize=64)
             for item_id, (pixels, problem) in zip(with_image["item_id"], results):
                 if problem is not None:
                     failed[item_id] = problem

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from collab_iu.backbones import BACKBONES, check_backbone
+from collab_iu.errors import UserError
 
 CF_HIDDEN = 128
 
@@ -42,6 +43,26 @@ class SmallCNN(nn.Sequential):
         self.feat_dim = widths[2]
 
 
+class WeightsFileError(UserError, ValueError):
+    """A weights or checkpoint file that is not a weights-only PyTorch file."""
+
+
+def load_weights_file(path: str | Path, map_location: str | torch.device = "cpu"):
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only, never code; a file that is not one
+    (a pickle of other objects, empty, cut short) raises WeightsFileError naming it."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+        reason = (
+            "objects other than tensors, or no PyTorch file"
+            if isinstance(exc, pickle.UnpicklingError)
+            else ("empty or cut short")
+        )
+        raise WeightsFileError(f"{path} is not a weights-only PyTorch file ({reason}); not loaded") from None
+
+
 def load_weights(model: nn.Module, path: str | Path, ignore_prefix: str | None = None) -> None:
     """Load a local state-dict file into `model` (CPU, `weights_only=True`).
 
@@ -55,7 +76,7 @@ def load_weights(model: nn.Module, path: str | Path, ignore_prefix: str | None =
             f"backbone weights file not found: {path} (weights must be None or a local .pt/.pth state dict; "
             "nothing is downloaded)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
     if ignore_prefix:

@@ -52,6 +52,7 @@ from collab_iu.evaluate import (
 )
 from collab_iu.grid import RunSpec, parse_run_key, uses_cf
 from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.locks import output_lock
 from collab_iu.params import Params
 
 TABLE_COLUMNS = (
@@ -199,7 +200,7 @@ def build_paper_report(
     if paper is not None:
         paths["paper_numbers_md"] = out_dir / PAPER_NUMBERS_MD
     report = _report(evaluated, skipped, paths)
-    with atomic_dir(out_dir) as tmp:
+    with output_lock(out_dir), atomic_dir(out_dir) as tmp:
         table.to_csv(tmp / OUTPUTS["main_table_csv"], index=False)
         (tmp / OUTPUTS["main_table_md"]).write_text(main_table_markdown(table, evaluated))
         ratio_series(evaluated).to_csv(tmp / OUTPUTS["map_vs_label_ratio_csv"], index=False)

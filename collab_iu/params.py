@@ -11,20 +11,51 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from collab_iu.backbones import check_backbone
+from collab_iu.errors import UserError
 from collab_iu.methods import METHOD_NAMES, METHODS
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml (or an override) is invalid; the message names the key."""
 
 
+def _holds_number(annotation: Any) -> bool:
+    """Whether a field's type is, or holds (list, tuple, optional), an int or a float."""
+    if annotation in (int, float):
+        return True
+    return any(_holds_number(arg) for arg in get_args(annotation) if not isinstance(arg, str))
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value))
+
+
 class _Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A group of parameters: unknown keys, non-finite floats (NaN, inf) and booleans as numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true/false would pass as 1/0 for an int or a float: refuse them."""
+        if _holds_bool(value) and _holds_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a boolean (true/false) is not a number")
+        return value
 
 
 IMPORTED_SOURCES = ("pinterest", "movielens", "amazon")  # raw public datasets, imported by collab_iu/importers
@@ -111,6 +142,7 @@ class PrepareParams(_Group):
     """Validation of a dataset folder; what is fatal and what is filtered."""
 
     max_bad_image_fraction: float = Field(0.05, ge=0.0, le=1.0)  # above this, bad images are fatal
+    max_image_pixels: int = Field(100_000_000, ge=1, le=1_000_000_000)  # width x height (header); larger: a bad image
     drop_unknown_interactions: bool = False  # False: interactions naming unknown items are fatal
     drop_rare_labels: bool = False  # False: labels with too few items to split are fatal
     check_images: bool = True  # decode every image (False: only check that the files exist)
@@ -419,12 +451,80 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key appears twice in one YAML mapping (PyYAML would keep the last one silently)."""
+
+    def __init__(self, key: str, first: int, second: int):
+        self.key = key
+        super().__init__(f"key '{key}' appears twice (lines {first} and {second})")
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_key(
+    node: yaml.Node, path: tuple[str, ...] = (), checked: set[int] | None = None
+) -> DuplicateKeyError | None:
+    """The first key repeated within one mapping of a composed YAML tree (its dotted path and lines), else None."""
+    checked = set() if checked is None else checked
+    if id(node) in checked:  # an alias of a node already checked
+        return None
+    checked.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        children = [(str(i), child) for i, child in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        children = []
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                if ident in first_line:
+                    return DuplicateKeyError(".".join((*path, key_node.value)), first_line[ident], line)
+                first_line[ident] = line
+            children.append((str(getattr(key_node, "value", "?")), value_node))
+    else:
+        return None
+    for name, child in children:
+        found = _duplicate_key(child, (*path, name), checked)
+        if found is not None:
+            return found
+    return None
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML (safe tags only); yaml.YAMLError on bad syntax, DuplicateKeyError on a key given twice."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(node)
+        if duplicate is not None:
+            raise duplicate
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        return exc.problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+    return " ".join(str(exc).split())
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse a `key.sub=value` override; the value is read as YAML (so 3, 0.5, true, [1, 2] work)."""
     if "=" not in text:
         raise ParamsError(f"override {text!r} must look like group.key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), read_yaml(raw)
+    except DuplicateKeyError as exc:
+        raise ParamsError(f"override {text!r}: key '{exc.key}' appears twice") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"override {text!r}: the value is not valid YAML: {_yaml_problem(exc)}") from None
 
 
 def params_from_dict(tree: dict[str, Any] | None, source: str = "params", check_datasets: bool = True) -> Params:
@@ -445,15 +545,29 @@ def load_params(path: str | Path | None = None, overrides: list[str] | dict[str,
     path = Path(path or DEFAULT_PARAMS_FILE)
     tree: dict[str, Any] = {}
     if path.exists():
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(tree, dict):
-            raise ParamsError(f"{path}: the top level must be a mapping of stage groups")
+        tree = _read_params_file(path)
     elif path.name != DEFAULT_PARAMS_FILE or path.parent != Path("."):
         raise ParamsError(f"{path}: no such params file")
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
         _set_dotted(tree, key, value)
     return params_from_dict(tree, source=str(path))
+
+
+def _read_params_file(path: Path) -> dict[str, Any]:
+    """The parameter tree of a params file; ParamsError naming the file for anything but a non-empty mapping."""
+    try:
+        tree = read_yaml(path.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise ParamsError(f"{path}: is a folder, not a params file") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except DuplicateKeyError as exc:
+        raise ParamsError(f"{path}: {exc}: keep one (YAML would silently use the last)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    if tree is None:  # an empty file is a mistake more often than a wish for every default
+        raise ParamsError(f"{path} is empty (no parameters): write `{{}}` in it to use every default")
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of stage groups")
+    return tree

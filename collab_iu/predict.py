@@ -1,6 +1,6 @@
 """Predict labels for new images with a trained run: pixels only, no interactions needed.
 
-Each image is decoded exactly as the image cache does it (`load_square_rgb` at the run's
+Each image is decoded exactly as the image cache does it (`try_load_square_rgb` at the run's
 cache size), then resized and normalised by `eval_transform` as in validation and test,
 so a file that is also in the cache gets the same scores as its cached copy.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from collab_iu.artifacts import BEST, MODEL_JSON
 from collab_iu.atomic import atomic_file
-from collab_iu.image_io import load_square_rgb
+from collab_iu.image_io import DEFAULT_MAX_PIXELS, file_problem, try_load_square_rgb
 
 if TYPE_CHECKING:  # torch is imported on use, so that `collab-iu --help` and the other subcommands stay fast
     import torch
@@ -59,28 +59,23 @@ def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, 
     seen: set[Path] = set()
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
+            candidates = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = [p for p in candidates if p.is_file()]
+            # a symlink that is no file (a loop, a missing target, a folder) is reported; plain folders are not
+            links = [(p, file_problem(p) or "unreadable") for p in candidates if p.is_symlink() and not p.is_file()]
+            skipped += links
+            if not found and not links:
                 skipped.append((path, "folder has no image files (" + " ".join(sorted(IMAGE_SUFFIXES)) + ")"))
         elif path.exists():
             found = [path]  # named explicitly: try it whatever its suffix
         else:
-            skipped.append((path, "missing"))
+            skipped.append((path, file_problem(path) or "missing"))  # "missing", "symlink loop", "broken symlink"
             continue
         for file in found:
             if file not in seen:
                 seen.add(file)
                 files.append(file)
     return files, skipped
-
-
-def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
-    try:
-        return load_square_rgb(path, size), None
-    except FileNotFoundError:
-        return None, "missing"
-    except Exception as exc:  # noqa: BLE001 - any decoding failure skips this file, with its reason
-        return None, f"undecodable: {type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
 def _normalised(batch: torch.Tensor, info: dict) -> torch.Tensor:
@@ -110,12 +105,14 @@ def predict_images(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     workers: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Label probabilities of image files (folders expanded) with a trained run's best epoch.
 
     Returns ([{"path": Path, "labels": [(label, score), ...]}, ...] in input order, top_k per image,
     highest score first) and [(path, reason), ...] for the paths that could not be read; those are
-    skipped and the rest are still predicted. Raises ModelFolderError if `run_dir` is not a trained run.
+    skipped and the rest are still predicted (an image declaring more than `max_pixels` pixels,
+    prepare.max_image_pixels, is skipped undecoded). Raises ModelFolderError if `run_dir` is not a trained run.
     """
     import torch
 
@@ -133,7 +130,7 @@ def predict_images(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, torch.no_grad():
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
-            decoded = list(pool.map(lambda p: _decode(p, size), chunk))
+            decoded = list(pool.map(lambda p: try_load_square_rgb(p, size, max_pixels), chunk))
             kept, pixels = [], []
             for path, (image, problem) in zip(chunk, decoded):
                 if problem is not None:

@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 
 from collab_iu.dataset import label_matrix, label_vocabulary
+from collab_iu.errors import UserError
 from collab_iu.params import SplitParams
 
 SPLITS = ("train", "val", "test")
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """No split satisfies the constraints; the message names the labels."""
 
 

@@ -28,6 +28,7 @@ from collab_iu.cf import build_cf
 from collab_iu.dataset import CFOnlyDatasetError
 from collab_iu.image_cache import build_image_cache
 from collab_iu.layout import DatasetLayout, dataset_layout
+from collab_iu.locks import locked_outputs
 from collab_iu.params import IMPORTED_SOURCES, Params
 from collab_iu.splits import make_split, split_summary
 from collab_iu.synthetic import generate_synthetic
@@ -50,6 +51,7 @@ def source_folder(params: Params, layout: DatasetLayout, repo_root: Path | None 
     return layout.raw
 
 
+@locked_outputs("raw")
 def import_dataset(
     params: Params, dataset: str | None = None, repo_root: Path | None = None, force: bool = False
 ) -> dict:
@@ -115,6 +117,7 @@ def _portable(path: Path, root: Path) -> str:
         return str(path)
 
 
+@locked_outputs("prepared", "raw")
 def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Generate (synthetic), import (pinterest, movielens, amazon) or locate the dataset, validate it,
     write `prepared/`. Nothing is written on failure."""
@@ -143,6 +146,7 @@ def run_prepare(params: Params, dataset: str | None = None, repo_root: Path | No
     return report
 
 
+@locked_outputs("split")
 def run_split(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Split the prepared items into train/val/test; write `split/splits.parquet`."""
     layout = dataset_layout(params, dataset, repo_root)
@@ -157,6 +161,7 @@ def run_split(params: Params, dataset: str | None = None, repo_root: Path | None
     return report
 
 
+@locked_outputs("cf")
 def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Fit CF item vectors; write `cf/item_vectors.npy`, `cf/item_index.parquet` and the quality report."""
     layout = dataset_layout(params, dataset, repo_root)
@@ -171,6 +176,7 @@ def run_cf(params: Params, dataset: str | None = None, repo_root: Path | None = 
     return report
 
 
+@locked_outputs("cache")
 def run_cache(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
     """Decode and resize every image once into `cache/images.npy` with its item-id index.
 
@@ -181,7 +187,9 @@ def run_cache(params: Params, dataset: str | None = None, repo_root: Path | None
     params = params.for_dataset(layout.name)
     items, _ = load_prepared(layout)
     folder = source_folder(params, layout, repo_root)
-    report = build_image_cache(items, folder, params.cache.image_size, params.cache.workers, layout.cache)
+    report = build_image_cache(
+        items, folder, params.cache.image_size, params.cache.workers, layout.cache, params.prepare.max_image_pixels
+    )
     return {"dataset": layout.name, **report}
 
 

@@ -84,7 +84,7 @@ STEPS: tuple[Step, ...] = (
         "image_cache",
         "cache",
         "dataset",
-        ("cache",),
+        ("cache", "prepare.max_image_pixels"),
         ("collab_iu/image_cache.py", "collab_iu/image_io.py"),
         "every image decoded and resized once into a memory-mapped array: data/<dataset>/cache/",
     ),

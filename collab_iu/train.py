@@ -30,7 +30,7 @@ from collab_iu.layout import DatasetLayout
 from collab_iu.loss_based import loss_based_raw
 from collab_iu.losses import confidence_weights, multitask_loss, pos_weight_from_labels
 from collab_iu.metrics import macro_map
-from collab_iu.models import MultitaskModel
+from collab_iu.models import MultitaskModel, load_weights_file
 from collab_iu.params import AugmentParams, Params, TrainParams
 from collab_iu.positives import CoInteractions
 from collab_iu.splits import label_ratio_mask
@@ -275,7 +275,7 @@ def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init
     cf_dim = data.cf_target.shape[1] if params.cf_weight > 0 else 0
     model = MultitaskModel(params.backbone, len(data.vocabulary), cf_dim, params.weights).to(device)
     if init_backbone is not None:
-        saved = torch.load(init_backbone, map_location="cpu", weights_only=True)
+        saved = load_weights_file(init_backbone)
         model.backbone.load_state_dict(
             {k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")}
         )
@@ -315,7 +315,7 @@ def _resume(run: _Run, checkpoint: Path) -> dict:
     """The training state from `checkpoint` (model, optimiser, schedule and RNGs restored), else a fresh one."""
     if not checkpoint.exists():
         return {"epoch": 0, "history": [], "best_map": -1.0, "best_epoch": -1}
-    saved = torch.load(checkpoint, map_location=run.device, weights_only=True)
+    saved = load_weights_file(checkpoint, run.device)
     run.model.load_state_dict(saved["model"])
     run.opt.load_state_dict(saved["optimizer"])
     run.sched.load_state_dict(saved["scheduler"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from collab_iu.dataset import (
     label_vocabulary,
     read_raw_tables,
 )
-from collab_iu.image_io import decode_problem, resolve_inside
+from collab_iu.image_io import decode_problem, file_problem, resolve_inside
 from collab_iu.params import PrepareParams
 
 
@@ -36,11 +37,28 @@ def _rows(mask) -> list[int]:
     return np.flatnonzero(np.asarray(mask)).tolist()
 
 
-def _check_items(items: pd.DataFrame, file: str) -> list[TableProblem]:
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"  # control characters (tab, newline, NUL, ...) and line separators
+
+
+def _check_ids(ids: pd.Series, column: str, file: str) -> list[TableProblem]:
+    """Null, empty, whitespace-only and control-character ids, each with their rows."""
     problems = []
-    null_ids = _rows(items["item_id"].isna())
-    if null_ids:
-        problems.append(TableProblem(file, "item_id is null", rows=null_ids))
+    distinct = pd.Series(pd.unique(ids.dropna()), dtype="string")  # each id once: interactions repeat them
+    bad_ids = {
+        "is empty or only whitespace": distinct[distinct.str.strip().eq("")],
+        "contains a control character (tab, newline, ...)": distinct[distinct.str.contains(_CONTROL, regex=True)],
+    }
+    masks = {"is null": ids.isna().to_numpy()}
+    masks |= {what: ids.isin(set(found)).to_numpy() for what, found in bad_ids.items() if len(found)}
+    for what, mask in masks.items():
+        rows = _rows(mask)
+        if rows:
+            problems.append(TableProblem(file, f"{column} {what}", rows=rows))
+    return problems
+
+
+def _check_items(items: pd.DataFrame, file: str) -> list[TableProblem]:
+    problems = _check_ids(items["item_id"], "item_id", file)
     dup = items["item_id"].notna() & items["item_id"].duplicated(keep=False)
     for item_id, rows in items[dup].groupby("item_id").groups.items():
         problems.append(TableProblem(file, f"duplicate item_id {item_id!r}", rows=sorted(rows)))
@@ -52,22 +70,31 @@ def _check_items(items: pd.DataFrame, file: str) -> list[TableProblem]:
 
 def _check_interactions(inter: pd.DataFrame, file: str) -> list[TableProblem]:
     problems = []
-    for column in ("user_id", "item_id"):
-        rows = _rows(inter[column].isna())
-        if rows:
-            problems.append(TableProblem(file, f"{column} is null", rows=rows))
+    rows = _rows(inter["user_id"].isna())
+    if rows:
+        problems.append(TableProblem(file, "user_id is null", rows=rows))
+    problems += _check_ids(inter["item_id"], "item_id", file)
     weight = inter["weight"].to_numpy(dtype=np.float64)
-    if np.isnan(weight).any():
-        problems.append(TableProblem(file, "weight is NaN", rows=_rows(np.isnan(weight))))
-    if (weight < 0).any():
-        problems.append(TableProblem(file, "weight is negative", rows=_rows(weight < 0)))
+    checks = {  # weights must be finite, >= 0 and fit the float32 they are stored as
+        "weight is NaN": np.isnan(weight),
+        "weight is infinite": np.isinf(weight),
+        "weight is negative": np.isfinite(weight) & (weight < 0),
+        f"weight is too large (above {np.finfo(np.float32).max:.3g})": np.isfinite(weight)
+        & (weight > np.finfo(np.float32).max),
+    }
+    for what, mask in checks.items():
+        if mask.any():
+            problems.append(TableProblem(file, what, rows=_rows(mask)))
     if not len(inter):
         problems.append(TableProblem(file, "no interactions"))
     return problems
 
 
-def _image_problems(folder: Path, items: pd.DataFrame, decode: bool, workers: int) -> dict[int, str]:
-    """Row -> reason for every item whose image is unusable (escaping paths are reported apart)."""
+def _image_problems(folder: Path, items: pd.DataFrame, params: PrepareParams) -> dict[int, str]:
+    """Row -> reason for every item whose image is unusable (escaping paths are reported apart).
+
+    With params.check_images, every image is decoded except those whose header declares more than
+    params.max_image_pixels pixels ("too large: WxH ..."); without, only the files' existence is checked."""
     paths: dict[int, Path] = {}
     reasons: dict[int, str] = {}
     for row, rel in enumerate(items["image"]):
@@ -78,8 +105,8 @@ def _image_problems(folder: Path, items: pd.DataFrame, decode: bool, workers: in
             reasons[row] = "escapes"
         else:
             paths[row] = path
-    check = decode_problem if decode else (lambda p: None if p.is_file() else "missing")
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    check = partial(decode_problem, max_pixels=params.max_image_pixels) if params.check_images else file_problem
+    with ThreadPoolExecutor(max_workers=params.workers) as pool:
         for row, reason in zip(paths, pool.map(check, paths.values())):
             if reason is not None:
                 reasons[row] = reason
@@ -129,12 +156,14 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
     if not folder.is_dir():
         raise DatasetError(folder, [TableProblem(str(folder), "no such dataset folder")])
     items, inter, problems, files = read_raw_tables(folder)
+    warned = [p for p in problems if not p.fatal]  # unknown columns: ignored, named in the report
+    problems = [p for p in problems if p.fatal]
     if items is None or inter is None:
         raise DatasetError(folder, problems)
     items_file, inter_file = files[ITEMS], files[INTERACTIONS]
     problems += _check_items(items, items_file)
     problems += _check_interactions(inter, inter_file)
-    reasons = _image_problems(folder, items, params.check_images, params.workers)
+    reasons = _image_problems(folder, items, params)
     problems += _image_fatal(items, reasons, items_file, params)
     bad = {r: why for r, why in reasons.items() if why != "escapes"}
     unknown = inter["item_id"].notna() & ~inter["item_id"].isin(set(items["item_id"].dropna()))
@@ -158,14 +187,15 @@ def validate_dataset(folder: str | Path, params: PrepareParams, min_items_per_la
     problems += _label_problems(labels, counts, rare, items_file, params, min_items_per_label)
     if problems:
         raise DatasetError(folder, problems)
-    report: dict = {"source": str(folder), "files": files, "filtered": {}}
+    report: dict = {"source": str(folder), "files": files, "filtered": _ignored_columns(warned)}
     items, inter = _filter(items, inter, bad, unknown, rare, needed, report["filtered"])
     report |= _summary(items, inter, counts, params.cf_only)
     return ValidatedDataset(folder=folder, items=items, interactions=inter, report=report)
 
 
 def _image_fatal(items: pd.DataFrame, reasons: dict, items_file: str, params: PrepareParams) -> list[TableProblem]:
-    """Escaping image paths; missing or undecodable images beyond prepare.max_bad_image_fraction (not cf_only)."""
+    """Escaping image paths; missing, undecodable or too large images beyond prepare.max_bad_image_fraction
+    (not cf_only), the first few named with their file and reason."""
     problems = []
     escaping = sorted(r for r, why in reasons.items() if why == "escapes")
     if escaping:
@@ -176,12 +206,29 @@ def _image_fatal(items: pd.DataFrame, reasons: dict, items_file: str, params: Pr
         problems.append(
             TableProblem(
                 items_file,
-                f"{len(bad)} of {with_image} images are missing or undecodable "
-                f"(more than prepare.max_bad_image_fraction={params.max_bad_image_fraction})",
+                f"{len(bad)} of {with_image} images are missing, undecodable or too large "
+                f"(more than prepare.max_bad_image_fraction={params.max_bad_image_fraction}): "
+                + "; ".join(f"{items['image'].iat[r]}: {reasons[r]}" for r in sorted(bad)[:3])
+                + ("; ..." if len(bad) > 3 else ""),
                 rows=sorted(bad),
             )
         )
     return problems
+
+
+def _ignored_columns(warned: list[TableProblem]) -> dict:
+    """The report's entry for columns outside the canonical format (ignored), empty without any."""
+    columns = {p.file: p.columns for p in warned if p.columns}
+    if not columns:
+        return {}
+    named = "; ".join(f"{file}: {', '.join(cols)}" for file, cols in columns.items())
+    return {
+        "unknown_columns": {
+            "count": sum(len(cols) for cols in columns.values()),
+            "columns": columns,
+            "effect": f"ignored, not part of the canonical format ({named})",
+        }
+    }
 
 
 def _filter(
@@ -192,6 +239,7 @@ def _filter(
         filtered["bad_images"] = {
             "count": len(bad),
             "items": {items["item_id"].iat[r]: why for r, why in sorted(bad.items())},
+            "files": {items["item_id"].iat[r]: items["image"].iat[r] for r in sorted(bad)},
             "effect": "image set to null: the item still counts for CF, not for the classifier",
         }
         items.loc[sorted(bad), "image"] = None

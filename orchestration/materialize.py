@@ -9,6 +9,7 @@ here. No asset-selection strings (they break beside dvc's antlr, see stack notes
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 
@@ -23,6 +24,7 @@ from dagster._core.storage.tags import MULTIDIMENSIONAL_PARTITION_PREFIX, PARTIT
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._utils.hosted_user_process import recon_job_from_origin
 
+from collab_iu.errors import ENVIRONMENT_ERRNOS, environment_message, user_error_names
 from collab_iu.steps import STEPS
 from orchestration.defs.config import asset_config
 from orchestration.defs.jobs import job_of
@@ -78,7 +80,8 @@ def run_config(asset_names: list[str]) -> dict:
     params = project_params()
     return {
         "ops": {a: {"config": asset_config(a, params)().model_dump(mode="json")} for a in asset_names},
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},  # the terminal; the run log keeps all
+        # the terminal gets no Dagster log (a failure is raised as one message); the run log keeps everything
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
 
 
@@ -173,22 +176,45 @@ def _raise_on_failure(
     if run.status == DagsterRunStatus.SUCCESS and not failed_checks:
         return
     errors = [
-        failure_message(e.step_failure_data.error)
+        e.step_failure_data.error
         for e in events
         if e.event_type == DagsterEventType.STEP_FAILURE and e.step_failure_data.error is not None
     ]
+    causes = [innermost(error) for error in errors]
+    if failed_checks:  # the check's own line says why; Dagster's "check failed" error adds nothing
+        causes = [c for c in causes if c.cls_name != "DagsterAssetCheckFailedError"]
     where = f" [{partition_key}]" if partition_key is not None else ""
     lines = [f"materialising {', '.join(asset_names)}{where} failed (Dagster run {run.run_id})"]
     lines += [f"  blocking check failed: {c}" for c in failed_checks]
-    lines += [f"  {e}" for e in errors]
-    raise MaterializeError("\n".join(lines))
+    lines += [f"  {failure_message(c)}" for c in causes]
+    bugs = [c for c in causes if c.cls_name not in user_error_names() and _environment_error(c) is None]
+    raise MaterializeError("\n".join(lines), bug_traceback="".join(b.to_string() for b in bugs) or None)
 
 
-def failure_message(error) -> str:
+def innermost(error):
     """The user's exception in a Dagster step failure (the innermost cause), without Dagster's wrapper."""
     while error.cause is not None:
         error = error.cause
-    return error.message.strip()
+    return error
+
+
+ERRNO_MESSAGE = re.compile(r"^\w*Error: \[Errno (\d+)\] ([^:\n]*)(?:: '(.*)')?")  # OSError's str(), with its class
+
+
+def _environment_error(error) -> OSError | None:
+    """The OSError of the user's machine (errno in collab_iu.errors.ENVIRONMENT_ERRNOS) a step failed with,
+    rebuilt from its message; None for any other error."""
+    match = ERRNO_MESSAGE.match(error.message.strip())
+    if match is None or int(match.group(1)) not in ENVIRONMENT_ERRNOS:
+        return None
+    return OSError(int(match.group(1)), match.group(2), match.group(3))
+
+
+def failure_message(error) -> str:
+    """The message of a Dagster step failure's innermost cause; an environment error as collab_iu.errors says it."""
+    error = innermost(error)
+    environment = _environment_error(error)
+    return environment_message(environment) if environment is not None else error.message.strip()
 
 
 def materialize_model(dataset: str, run_key: str) -> DagsterRun:

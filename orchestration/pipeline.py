@@ -81,7 +81,11 @@ def _train(dataset: str, run_key: str) -> float | None:
 @contextmanager
 def _plain_errors() -> Iterator[None]:
     """A worker's failure as a MaterializeError with the innermost cause's message (Dagster's errors hold
-    tracebacks, which cannot travel back to the calling process)."""
+    tracebacks, which cannot travel back to the calling process); an unexpected one (a bug) keeps its
+    traceback as text (collab_iu/errors.py)."""
+    import traceback
+
+    from collab_iu.errors import environment_message, is_environment_error, is_expected
     from orchestration.errors import MaterializeError
 
     try:
@@ -92,7 +96,9 @@ def _plain_errors() -> Iterator[None]:
         cause = exc
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        raise MaterializeError(f"{type(cause).__name__}: {cause}") from None
+        message = environment_message(cause) if is_environment_error(cause) else f"{type(cause).__name__}: {cause}"
+        bug = None if is_expected(cause) else traceback.format_exc()
+        raise MaterializeError(message, bug_traceback=bug) from None
 
 
 def _trains_on_gpu() -> bool:

@@ -280,6 +280,221 @@ def test_unknown_command_is_usage_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# one error path: expected errors exit 2 with one message, bugs exit 1 with a traceback and a request
+
+
+def _fails_cleanly(args: list[str], capsys) -> str:
+    """Run `collab-iu ARGS` in process; assert exit 2 and one `error:` message without a traceback."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("error: ") == 1, err
+    assert "Traceback" not in err and "Stack Trace" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--run", "foo"], "error: bad run key 'foo'; expected <method>-r<ratio>-w<cf weight>-s<seed>"),
+        (["train", "--run", "image_only-r1.5-w0-s0"], "the label ratio must be in (0, 1], got 1.5"),
+        (["train", "--run", "with_cf-r0-w2-s0"], "the label ratio must be in (0, 1], got 0"),
+        (["train", "--run", "image_only-r1-w2-s0"], "method image_only needs cf weight 0"),
+        (
+            ["train", "--run", "with_cf-r0.30-w2-s0"],
+            "is not in the grid of dataset 'synthetic' (experiment.family 'main'): write it as 'with_cf-r0.3-w2-s0'",
+        ),
+        (["train", "--run", "with_cf-r0.5-w2-s0"], "run key 'with_cf-r0.5-w2-s0' is not in the grid of dataset"),
+        (["materialize", "trained_model", "--partition", "synthetic|foo"], "bad run key 'foo'"),
+        (["prepare", "--set", "train.lr=[1"], "override 'train.lr=[1': the value is not valid YAML: expected ','"),
+        (["prepare", "--set", "train.lr=.inf"], "key 'train.lr': Input should be a finite number (got inf)"),
+        (["prepare", "--set", "train.cf_weight=.inf"], "key 'train.cf_weight': Input should be a finite number"),
+        (["prepare", "--set", "train.epochs=true"], "key 'train.epochs': Value error, a boolean (true/false) is not"),
+    ],
+)
+def test_bad_run_keys_and_params_exit_2_before_anything_is_written(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert message in _fails_cleanly(args, capsys)
+    assert not (tmp_path / "data").exists()  # no run folder, no stage output
+
+
+def test_a_run_that_cannot_exist_is_refused_before_its_folder_is_made(tiny_params, tmp_path):
+    """Whoever calls training (the CLI, Dagster, DVC, a script): the key is checked before any folder exists."""
+    from collab_iu.experiment import train_run
+    from collab_iu.grid import RunKeyError, RunSpec, parse_run_key
+
+    params = tiny_params()
+    for key in ("image_only-r1.5-w0-s0", "with_cf-r0-w2-s0", "with_cf-r1-w0-s0", "with_cf-r1-w1e999-s0"):
+        with pytest.raises(RunKeyError, match=r"^bad run key '"):
+            train_run(params, key, None, progress=False)
+    with pytest.raises(RunKeyError, match="the label ratio must be in"):
+        RunSpec("with_cf", float("nan"), 2.0, 0)
+    assert not (tmp_path / "data").exists()
+    assert parse_run_key("with_cf-r1e-05-w2.5-s3") == RunSpec("with_cf", 1e-05, 2.5, 3)  # as `{:g}` writes it
+    assert parse_run_key(RunSpec("with_cf", 1e-05, 2.5, 3).key).key == "with_cf-r1e-05-w2.5-s3"
+
+
+def test_bad_params_file_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_params(tmp_path)
+    text = path.read_text()
+    path.write_text(text + "cf:\n  factors: 4\n")  # cf is already a group of the file
+    assert "params.yaml: key 'cf' appears twice (lines" in _fails_cleanly(["prepare"], capsys)
+    path.write_text("")
+    assert "error: params.yaml is empty (no parameters)" in _fails_cleanly(["validate", str(tmp_path)], capsys)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+def test_best_pt_that_is_not_weights_only_exit_2(tmp_path, capsys):
+    """A best.pt holding a pickle payload is refused (never run), as is an empty one; the message names it."""
+    import pickle
+
+    import torch
+    from PIL import Image
+
+    run = tmp_path / "runs" / "with_cf-r1-w2-s0"
+    run.mkdir(parents=True)
+    info = {"backbone": "small_cnn", "vocabulary": ["a", "b"], "cf_dim": 0, "cache_size": 16, "input_size": 16}
+    (run / "model.json").write_text(json.dumps(info | {"mean": [0.5] * 3, "std": [0.25] * 3}))
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (16, 16)).save(image)
+    for content, reason in [
+        (pickle.dumps(Payload()), "objects other than tensors"),
+        (b"", "empty or cut short"),
+    ]:
+        (run / "best.pt").write_bytes(content)
+        err = _fails_cleanly(["predict", "--model", str(run), str(image), "--device", "cpu"], capsys)
+        assert f"{run / 'best.pt'} is not a weights-only PyTorch file ({reason}" in err
+        assert not marker.exists()
+    torch.save({"not": torch.zeros(1)}, run / "best.pt")  # weights only, but not this model's: still a message
+    assert "cannot load the model" in _fails_cleanly(["predict", "--model", str(run), str(image)], capsys)
+
+
+def test_disk_full_exit_2_naming_the_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import collab_iu.synthetic
+
+    dest = tmp_path / "gen"
+
+    def full_disk(params, folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "items.parquet"))
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    monkeypatch.setattr(collab_iu.synthetic, "generate_synthetic", full_disk)
+    err = _fails_cleanly(["generate-synthetic", str(dest)], capsys)
+    assert err.startswith(f"error: disk full while writing {dest / 'items.parquet'}: free some space")
+    if Path("/dev/full").exists():  # a real ENOSPC (the system names no file for a failed write)
+        monkeypatch.setattr(collab_iu.synthetic, "generate_synthetic", lambda p, f: Path("/dev/full").write_text("x"))
+        assert "error: disk full while writing an output" in _fails_cleanly(["generate-synthetic", str(dest)], capsys)
+
+
+def test_a_bug_exits_1_with_its_traceback_and_a_request_to_report_it(tmp_path, monkeypatch, capsys):
+    import collab_iu.synthetic
+
+    def broken(params, folder):
+        return 1 / 0
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    monkeypatch.setattr(collab_iu.synthetic, "generate_synthetic", broken)
+    assert main(["generate-synthetic", str(tmp_path / "gen")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "ZeroDivisionError: division by zero" in err
+    assert err.strip().splitlines()[-1].startswith("collab-iu 0.1.0: this is a bug in collab-iu")
+    assert "please report it with the traceback above" in err
+
+
+def test_a_bug_inside_a_dagster_run_exits_1_with_its_traceback(tmp_path, monkeypatch, capsys):
+    """A MaterializeError that carries the failed step's traceback (an unexpected error) is reported as a bug,
+    also after crossing from a worker process (pickled)."""
+    import pickle
+
+    import collab_iu.synthetic
+    from orchestration.errors import MaterializeError
+
+    trace = "Traceback (most recent call last):\n  File ...\nZeroDivisionError: division by zero"
+    error = pickle.loads(pickle.dumps(MaterializeError("materialising catalogue [x] failed", bug_traceback=trace)))
+    assert error.bug_traceback == trace and str(error) == "materialising catalogue [x] failed"
+
+    def fails(params, folder):
+        raise error
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    monkeypatch.setattr(collab_iu.synthetic, "generate_synthetic", fails)
+    assert main(["generate-synthetic", str(tmp_path / "gen")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(trace) and "this is a bug in collab-iu" in err and "error:" not in err
+    error.bug_traceback = None  # an expected failure: its message, exit 2
+    assert _fails_cleanly(["generate-synthetic", str(tmp_path / "gen")], capsys).startswith(
+        "error: materialising catalogue [x] failed"
+    )
+
+
+def test_an_expected_error_inside_a_dagster_run_reaches_the_user(tmp_path, copy_dataset, monkeypatch, capfd):
+    """Infinite weights: prepare (a Dagster run) stops with validation's message, its file and rows."""
+    folder = copy_dataset("shop")
+    inter = read_interactions(folder)
+    inter.loc[[3, 7], "weight"] = np.inf
+    write_interactions(folder, inter)
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, data=folder_dataset(folder))
+    assert main(["prepare"]) == 2
+    err = capfd.readouterr().err
+    assert "error: materialising catalogue [mine] failed" in err
+    assert "interactions.parquet rows 3, 7: weight is infinite" in err
+    assert not (tmp_path / "data/mine/prepared").exists()
+
+
+def test_no_dagster_traceback_for_an_expected_error(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["split"]) == 2  # prepare has not run: an expected error inside the Dagster run
+    err = capfd.readouterr().err
+    assert "Stack Trace" not in err and "Traceback" not in err, err
+    assert err.count("error: ") == 1 and "run `collab-iu prepare` first" in err
+
+
+def test_a_real_bug_inside_a_dagster_run_exits_1_with_its_traceback(tmp_path, monkeypatch, capfd):
+    """A step that fails with an unexpected error (here a ZeroDivisionError in the CF fit) is a bug: its
+    traceback, the request to report it, exit 1; a full disk inside a step names the file, exit 2."""
+    import errno
+
+    import collab_iu.stages
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["prepare"]) == 0 and main(["split"]) == 0
+    capfd.readouterr()
+
+    def divides(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(collab_iu.stages, "build_cf", divides)
+    assert main(["cf"]) == 1
+    err = capfd.readouterr().err
+    assert "ZeroDivisionError: division by zero" in err and "this is a bug in collab-iu" in err
+    assert "error: " not in err
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(collab_iu.stages, "build_cf", disk_full)
+    assert main(["cf"]) == 2
+    err = capfd.readouterr().err
+    assert "error: " in err and "disk full while writing" in err and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------------------------------------
 # atomic writes
 
 

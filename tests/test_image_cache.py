@@ -213,3 +213,41 @@ def test_augment_reads_cache_batches(cache_dir):
     out = BatchAugment(AugmentParams(), 12)(batch, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 12, 12)
     assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# every image mode, the pixel limit and symlink loops, as the cache reads them
+
+
+def test_cache_decodes_every_mode_like_its_reference(tmp_path):
+    from test_image_io import CASE_NAMES, SIDE, mode_cases, write_huge_png
+
+    cases = mode_cases(tmp_path / "ds" / "images")
+    write_huge_png(tmp_path / "ds" / "images" / "huge.png")
+    (tmp_path / "ds" / "images" / "loop.png").symlink_to("loop.png")
+    Image.fromarray(np.full((4, 4), 0.5, np.float32), "F").save(tmp_path / "ds" / "images" / "float.tiff")
+    names = [*CASE_NAMES, "huge", "loop", "float"]
+    files = [str(cases[n][0].relative_to(tmp_path / "ds")) for n in CASE_NAMES]
+    items = pd.DataFrame(
+        {"item_id": names, "image": [*files, "images/huge.png", "images/loop.png", "images/float.tiff"]}
+    )
+    report = build_image_cache(items, tmp_path / "ds", size=SIDE, workers=2, dest=tmp_path / "cache")
+    cache = load_image_cache(tmp_path / "cache")
+    assert list(cache.index["item_id"]) == list(CASE_NAMES)
+    for row, name in enumerate(CASE_NAMES):
+        np.testing.assert_array_equal(cache.images[row], cases[name][1], err_msg=name)
+    failed = report["failed"]["items"]
+    assert sorted(failed) == ["float", "huge", "loop"]
+    assert failed["huge"].startswith("too large: 15000x15000 = 225,000,000 pixels")
+    assert failed["loop"] == "symlink loop"
+    assert failed["float"].startswith("unsupported image mode F")
+
+
+def test_cache_pixel_limit_is_its_argument(tiny_items, tiny_dataset_master, tmp_path):
+    items = tiny_items.iloc[:10]
+    n = int(items["image"].notna().sum())
+    report = build_image_cache(items, tiny_dataset_master, size=8, workers=1, dest=tmp_path / "a", max_pixels=16 * 16)
+    assert report["images"] == n  # the tiny dataset's images are 16 x 16
+    report = build_image_cache(items, tiny_dataset_master, size=8, workers=1, dest=tmp_path / "b", max_pixels=255)
+    assert report["images"] == 0 and report["failed"]["count"] == n
+    assert all(why.startswith("too large: 16x16 = 256 pixels") for why in report["failed"]["items"].values())

@@ -251,10 +251,92 @@ def test_bad_yaml(tmp_path):
         load_params(path)
 
 
-def test_empty_file_gives_defaults(tmp_path):
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing here\n", "---\n"])
+def test_empty_file_is_refused(tmp_path, text):
     path = tmp_path / "params.yaml"
-    path.write_text("# nothing here\n")
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=rf"^{path} is empty \(no parameters\): write `{{}}`"):
+        load_params(path)
+    path.write_text("{}  # every default, on purpose\n")
     assert load_params(path) == Params()
+
+
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("cf:\n  factors: 8\n  iterations: 3\n  factors: 16\ntrain:\n  epochs: 2\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value).startswith(f"{path}: key 'cf.factors' appears twice (lines 2 and 4): keep one")
+    path.write_text("cf:\n  factors: 8\ntrain: {epochs: 2}\ncf:\n  iterations: 3\n")  # a whole group twice
+    with pytest.raises(ParamsError, match=r"key 'cf' appears twice \(lines 1 and 4\)"):
+        load_params(path)
+    path.write_text("data:\n  datasets:\n    a: {source: synthetic, source: folder}\n")
+    with pytest.raises(ParamsError, match=r"key 'data\.datasets\.a\.source' appears twice \(lines 3 and 3\)"):
+        load_params(path)
+    with pytest.raises(ParamsError, match=r"override 'train.milestones=\{a: 1, a: 2\}': key 'a' appears twice"):
+        load_params(PARAMS_YAML, ["train.milestones={a: 1, a: 2}"])
+
+
+def test_merge_keys_and_aliases_are_not_duplicates(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("cf: &cf\n  factors: 8\n  iterations: 3\npresets:\n  p: {<<: {a: 1}, a: 2}\n")
+    assert load_params(path).presets["p"] == {"a": 2}  # an explicit key overrides a merged one
+
+
+def test_yaml_error_in_an_override_is_a_params_error():
+    with pytest.raises(ParamsError) as info:
+        load_params(PARAMS_YAML, ["train.lr=[1"])
+    assert str(info.value) == (
+        "override 'train.lr=[1': the value is not valid YAML: expected ',' or ']', but got '<stream end>' "
+        "at line 1, column 3"
+    )
+
+
+def _schema_fields(kind: type) -> list[tuple[str, str]]:
+    """(group, key) of every field of a stage group whose type is `kind` (or `kind | None`)."""
+    out = []
+    for group, field in Params.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            out += [(group, k) for k, f in model.model_fields.items() if f.annotation in (kind, kind | None)]
+    return out
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+def test_no_float_parameter_accepts_a_non_finite_value(value):
+    fields = _schema_fields(float)
+    assert ("train", "lr") in fields and ("train", "cf_weight") in fields and len(fields) >= 30
+    for group, key in fields:
+        assert f"key '{group}.{key}': Input should be a finite number" in _error({group: {key: value}}), key
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.lr=.inf", "train.lr"),
+        ("train.cf_weight=.inf", "train.cf_weight"),
+        ("cf.alpha=.nan", "cf.alpha"),
+        ("experiment.label_ratios=[0.5, .nan]", "experiment.label_ratios.1"),
+        ("experiment.cf_weights=[.inf]", "experiment.cf_weights.0"),
+        ("augment.scale=[0.5, .inf]", "augment.scale.1"),
+        ("data.datasets.synthetic.overrides={train.lr: .inf}", "train.lr"),  # a dataset's override, applied
+    ],
+)
+def test_non_finite_values_from_yaml_are_refused(override, key):
+    with pytest.raises(ParamsError, match=rf"key '{key}': Input should be a finite number"):
+        load_params(PARAMS_YAML, [override])
+
+
+def test_booleans_are_not_numbers():
+    for kind in (int, float):
+        for group, key in _schema_fields(kind):
+            message = _error({group: {key: True}})
+            assert f"key '{group}.{key}': Value error, a boolean (true/false) is not a number" in message, key
+    for override in ("train.epochs=true", "train.lr=false", "experiment.seeds=[0, true]", "train.milestones=[true]"):
+        with pytest.raises(ParamsError, match="a boolean \\(true/false\\) is not a number"):
+            load_params(PARAMS_YAML, [override])
+    params = load_params(PARAMS_YAML, ["cf.binarize=false", "train.epochs=3", "train.lr=1"])  # bools stay bools
+    assert params.cf.binarize is False and params.train.epochs == 3 and params.train.lr == 1.0
 
 
 def test_split_params_direct():

@@ -184,3 +184,71 @@ def test_cli_bare_run_key_resolved_via_params(trained, sample, cli_main, capsys,
     assert capsys.readouterr().out.startswith(f"{sample[0][0]}\t")
     assert cli_main(["predict", "--model", "image_only-r1-w0-s9", str(sample[0][0]), "--params", str(config)]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# every image mode, the pixel limit and symlink loops, as `predict` reads them
+
+
+def test_every_mode_predicts_like_its_reference(trained, tmp_path):
+    """Each mode's file scores as the 8-bit RGB PNG of its numpy reference (test_image_io) does."""
+    from PIL import Image
+    from test_image_io import CASE_NAMES, mode_cases
+
+    _, _, run_dir = trained
+    cases = mode_cases(tmp_path / "modes")
+    (tmp_path / "refs").mkdir()
+    references = [tmp_path / "refs" / f"{name}.png" for name in CASE_NAMES]
+    for name, ref in zip(CASE_NAMES, references):
+        Image.fromarray(cases[name][1], "RGB").save(ref)
+    vocabulary = load_run_model(run_dir)[1]["vocabulary"]
+    files = [cases[name][0] for name in CASE_NAMES]
+    predictions, skipped = predict_images(run_dir, [*files, *references], top_k=len(vocabulary), batch_size=64)
+    assert skipped == []
+    scores = {p["path"]: dict(p["labels"]) for p in predictions}
+    for name, file, ref in zip(CASE_NAMES, files, references):
+        got, want = ([scores[p][label] for label in vocabulary] for p in (file, ref))
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=name)
+
+
+def test_too_large_and_refused_images_are_skipped(trained, sample, tmp_path, cli_main, capsys):
+    from PIL import Image
+    from test_image_io import write_huge_png
+
+    _, _, run_dir = trained
+    good = sample[0][0]
+    huge = write_huge_png(tmp_path / "huge.png")
+    Image.fromarray(np.full((4, 4), 0.5, np.float32), "F").save(tmp_path / "float.tiff")
+    predictions, skipped = predict_images(run_dir, [huge, good, tmp_path / "float.tiff"])
+    assert [p["path"] for p in predictions] == [good]
+    reasons = dict(skipped)
+    assert reasons[huge].startswith("too large: 15000x15000 = 225,000,000 pixels, more than prepare.max_image_pixels")
+    assert reasons[tmp_path / "float.tiff"].startswith("unsupported image mode F")
+    _, skipped = predict_images(run_dir, [good], max_pixels=15)
+    assert skipped[0][1].startswith("too large: ") and "max_image_pixels=15 " in skipped[0][1]
+    assert cli_main(["predict", "--model", str(run_dir), str(huge), "--device", "cpu"]) == 2
+    assert f"skipped {huge}: too large: 15000x15000" in capsys.readouterr().err
+
+
+def test_symlink_loops_are_reported_not_dropped(trained, sample, tmp_path, cli_main, capsys):
+    _, _, run_dir = trained
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(sample[0][0], folder / "good.png")
+    (folder / "loop.png").symlink_to("loop.png")
+    (folder / "broken.png").symlink_to("gone.png")
+    predictions, skipped = predict_images(run_dir, [folder, folder / "loop.png"])
+    assert [p["path"] for p in predictions] == [folder / "good.png"]
+    assert skipped == [
+        (folder / "broken.png", "broken symlink (its target gone.png does not exist)"),
+        (folder / "loop.png", "symlink loop"),
+        (folder / "loop.png", "symlink loop"),  # named: a loop, not "missing"
+    ]
+    assert cli_main(["predict", "--model", str(run_dir), str(folder), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {folder / 'loop.png'}: symlink loop" in err and f"skipped {folder / 'broken.png'}: broken" in err
+    only_loop = tmp_path / "only_loop"
+    only_loop.mkdir()
+    (only_loop / "x.jpg").symlink_to("x.jpg")
+    assert cli_main(["predict", "--model", str(run_dir), str(only_loop), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.startswith(f"skipped {only_loop / 'x.jpg'}: symlink loop\n")

@@ -167,6 +167,39 @@ def missing_interactions_column(folder: Path) -> list[str]:
     return ["interactions.parquet", "missing column(s) user_id"]
 
 
+def infinite_weight(folder: Path) -> list[str]:
+    inter = read_interactions(folder)
+    inter["weight"] = inter["weight"].astype(np.float64)
+    inter.loc[[2, 5], "weight"] = [np.inf, -np.inf]
+    inter.loc[9, "weight"] = 1e39  # finite, but inf as the float32 the weights are stored as
+    write_interactions(folder, inter)
+    return ["interactions.parquet rows 2, 5: weight is infinite", "interactions.parquet row 9: weight is too large"]
+
+
+def infinite_weight_csv(folder: Path) -> list[str]:
+    to_csv(folder)
+    inter = pd.read_csv(folder / "interactions.csv", dtype=str)
+    inter.loc[[1, 4], "weight"] = ["inf", "-Infinity"]
+    inter.to_csv(folder / "interactions.csv", index=False)
+    return ["interactions.csv lines 3, 6: weight is infinite"]  # header is line 1
+
+
+def blank_item_ids(folder: Path) -> list[str]:
+    items = read_items(folder)
+    items.loc[[2, 6], "item_id"] = ["", "   "]
+    items.loc[8, "item_id"] = "item\tx"
+    write_items(folder, items)
+    inter = read_interactions(folder)
+    inter.loc[[3, 4], "item_id"] = [" \t", "line\nbreak"]
+    write_interactions(folder, inter)
+    return [
+        "items.parquet rows 2, 6: item_id is empty or only whitespace",
+        "items.parquet row 8: item_id contains a control character",
+        "interactions.parquet row 3: item_id is empty or only whitespace",
+        "interactions.parquet rows 3, 4: item_id contains a control character",
+    ]
+
+
 CORRUPTIONS = [
     dup_item_ids,
     unknown_items,
@@ -184,6 +217,9 @@ CORRUPTIONS = [
     no_interactions_file,
     missing_items_column,
     missing_interactions_column,
+    infinite_weight,
+    infinite_weight_csv,
+    blank_item_ids,
 ]
 
 
@@ -419,6 +455,72 @@ def test_duplicate_interactions_are_merged(tiny_dataset):
     assert merged.loc[key] == pytest.approx(inter.loc[0, "weight"] + 2.0)
 
 
+def test_rows_are_positions_not_a_stored_index(tiny_dataset):
+    """A table saved with the pandas index of a concatenation (0..n-1 twice) is reported by row position."""
+    items = read_items(tiny_dataset)
+    doubled = pd.concat([items, items.assign(item_id=items["item_id"] + "_b")])  # index 0..199, 0..199
+    doubled.iloc[len(items), doubled.columns.get_loc("item_id")] = items["item_id"].iat[0]  # row 200 = row 0
+    doubled.to_parquet(tiny_dataset / "items.parquet")  # index stored
+    assert list(pd.read_parquet(tiny_dataset / "items.parquet").index[[0, len(items)]]) == [0, 0]
+    [problem] = [p for p in fails(tiny_dataset).problems if "duplicate" in p.message]
+    assert problem.rows == [0, len(items)]
+    assert "items.parquet rows 0, 200: duplicate item_id" in problem.render()
+
+
+def test_a_stored_index_does_not_shift_filtered_rows(tiny_dataset):
+    """Bad images are set to null at their own rows, whatever index the file stored."""
+    items = read_items(tiny_dataset)
+    row = int(image_rows(items)[3])
+    (tiny_dataset / items.loc[row, "image"]).unlink()
+    items.index = np.arange(len(items))[::-1]  # a stored index in reverse order
+    items.to_parquet(tiny_dataset / "items.parquet")
+    result = validate(tiny_dataset)
+    assert result.items["image"].isna().to_numpy().nonzero()[0].tolist() == sorted(
+        {row, *np.flatnonzero(items["image"].isna().to_numpy())}
+    )
+    assert list(result.items["item_id"]) == list(items["item_id"])
+
+
+def test_a_named_stored_index_is_a_column(tiny_dataset):
+    items = read_items(tiny_dataset)
+    items.set_index("item_id").to_parquet(tiny_dataset / "items.parquet")  # item_id stored as the index
+    assert list(validate(tiny_dataset).items["item_id"]) == list(items["item_id"])
+
+
+def test_unknown_columns_are_ignored_and_reported(tiny_dataset, copy_dataset):
+    items = read_items(tiny_dataset)
+    write_items(tiny_dataset, items.assign(price=1.5, colour="red"))
+    inter = read_interactions(tiny_dataset)
+    write_interactions(tiny_dataset, inter.assign(session=7))
+    result = validate(tiny_dataset)
+    entry = result.report["filtered"]["unknown_columns"]
+    assert entry["count"] == 3
+    assert entry["columns"] == {"items.parquet": ["price", "colour"], "interactions.parquet": ["session"]}
+    assert "items.parquet: price, colour; interactions.parquet: session" in entry["effect"]
+    assert list(result.items.columns) == ["item_id", "image", "labels"]
+    csv = copy_dataset("csv")
+    to_csv(csv)
+    (csv / "items.csv").write_text(  # a CSV written with its index: an unnamed first column
+        pd.read_csv(csv / "items.csv", dtype=str, keep_default_na=False).to_csv()
+    )
+    assert validate(csv).report["filtered"]["unknown_columns"]["columns"] == {"items.csv": ["Unnamed: 0"]}
+    assert "unknown_columns" not in validate(copy_dataset("clean")).report["filtered"]
+
+
+def test_the_cf_step_refuses_unusable_weights_that_reach_it():
+    """Validation refuses them; a prepared table written another way is refused by the CF step, by name."""
+    from collab_iu.cf import InteractionWeightError, interaction_matrix
+
+    inter = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "a"], "weight": [1.0, np.inf, 2.0]})
+    assert interaction_matrix(inter, pd.Series(["a", "b"]), binarize=True).sum() == 3  # weights unused
+    for bad in (np.inf, np.nan, -1.0, 1e39):
+        with pytest.raises(InteractionWeightError, match=r"1 interaction weight\(s\) are not finite and >= 0"):
+            interaction_matrix(inter.assign(weight=[1.0, bad, 2.0]), pd.Series(["a", "b"]), binarize=False)
+    repeated = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "a"], "weight": [3e38, 3e38]})
+    with pytest.raises(InteractionWeightError, match=r"summed per \(user, item\) pair"):
+        interaction_matrix(repeated, pd.Series(["a"]), binarize=False)
+
+
 def test_dataset_folder_copy_is_independent(tiny_dataset_master, copy_dataset):
     """The session dataset must stay pristine however tests corrupt their copies."""
     folder = copy_dataset("victim")
@@ -426,3 +528,45 @@ def test_dataset_folder_copy_is_independent(tiny_dataset_master, copy_dataset):
     assert (tiny_dataset_master / "images").is_dir()
     n_images = read_items(tiny_dataset_master)["image"].notna().sum()
     assert len(list((tiny_dataset_master / "images").iterdir())) == n_images
+
+
+# ---------------------------------------------------------------------------------------------
+# the pixel limit and symlink loops
+
+
+def test_too_large_image_is_a_bad_image(tiny_dataset):
+    """A small PNG declaring 15000 x 15000 is counted as a bad image, named with its size, never decoded."""
+    from test_image_io import write_huge_png
+
+    items = read_items(tiny_dataset)
+    row = int(image_rows(items)[4])
+    item_id, rel = items.loc[row, "item_id"], items.loc[row, "image"]
+    write_huge_png(tiny_dataset / rel)
+    bad = validate(tiny_dataset).report["filtered"]["bad_images"]
+    assert bad["count"] == 1 and bad["files"] == {item_id: rel}
+    assert bad["items"][item_id] == (
+        "too large: 15000x15000 = 225,000,000 pixels, more than prepare.max_image_pixels=100,000,000 (not decoded)"
+    )
+    message = str(fails(tiny_dataset, max_bad_image_fraction=0.0))
+    assert f"items.parquet row {row}: 1 of " in message
+    assert f"{rel}: too large: 15000x15000 = 225,000,000 pixels" in message
+
+
+def test_max_image_pixels_is_honoured(tiny_dataset):
+    n = int(read_items(tiny_dataset)["image"].notna().sum())
+    assert "bad_images" not in validate(tiny_dataset, max_image_pixels=16 * 16).report["filtered"]  # 16 x 16 images
+    message = str(fails(tiny_dataset, max_image_pixels=16 * 16 - 1))
+    assert f"{n} of {n} images are missing, undecodable or too large" in message
+    assert "too large: 16x16 = 256 pixels, more than prepare.max_image_pixels=255" in message and "; ..." in message
+
+
+@pytest.mark.parametrize("check_images", [True, False])
+def test_symlink_loop_image_is_reported(tiny_dataset, check_images):
+    """A loop made Path.resolve raise (a traceback); it is a bad image with its reason."""
+    items = read_items(tiny_dataset)
+    row = int(image_rows(items)[2])
+    path = tiny_dataset / items.loc[row, "image"]
+    path.unlink()
+    path.symlink_to(path.name)
+    bad = validate(tiny_dataset, check_images=check_images).report["filtered"]["bad_images"]
+    assert bad["items"] == {items.loc[row, "item_id"]: "symlink loop"}

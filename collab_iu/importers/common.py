@@ -21,14 +21,16 @@ from typing import IO, Any, Literal
 
 import pandas as pd
 
+from collab_iu.errors import UserError
+from collab_iu.fetch_images import image_name
 from collab_iu.image_io import decode_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # in order of preference for one item
-FORMAT_VERSION = 1  # part of the fingerprint: bump when an importer's output changes
+FORMAT_VERSION = 2  # part of the fingerprint: bump when an importer's output changes
 UNSAFE_ID_REASON = "unsafe item ids (contain / or \\ or start with .)"
 
 
-class RawFormatError(ValueError):
+class RawFormatError(UserError, ValueError):
     """A raw file is not in the expected format; the message names the file, the line (1-based) and the problem."""
 
     def __init__(self, file: str | Path, line: int | None, problem: str):
@@ -274,8 +276,9 @@ def choose_images(item_ids: list[str], folders: list[Path | None], workers: int 
 
     def choose(item_id: str) -> ImageChoice:
         problem = None
+        stems = dict.fromkeys((item_id, Path(image_name(item_id)).stem))  # fetch-images hashes unsafe ids
         for listing in listings:
-            for path in listing.get(item_id, ()):
+            for path in (p for stem in stems for p in listing.get(stem, ())):
                 problem = decode_problem(path)
                 if problem is None:
                     return ImageChoice(path, "found")

@@ -91,10 +91,27 @@ def cmd_fetch_images(args: argparse.Namespace) -> int:
         params = load_params(args.params, args.overrides)
         folder = source_folder(params, dataset_layout(params, args.dataset))
     report = fetch_dataset_images(
-        folder, workers=args.workers, retries=args.retries, backoff=args.backoff, timeout=args.timeout, progress=True
+        folder,
+        workers=args.workers,
+        retries=args.retries,
+        backoff=args.backoff,
+        timeout=args.timeout,
+        deadline=args.deadline,
+        progress=True,
     )
     print(format_fetch_report(report))
     return 1 if report["failed"] and args.strict else 0
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -160,7 +177,15 @@ def add_dataset_parsers(sub) -> None:
         "--retries", type=int, default=3, help="attempts per URL on errors worth retrying (default: %(default)s)"
     )
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each time")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: %(default)s)")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds each read may wait for data (default: %(default)s)"
+    )
+    p.add_argument(
+        "--deadline",
+        type=_positive_seconds,
+        default=120.0,
+        help="seconds one download may take in all, then it fails as 'deadline' (default: %(default)s)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any image failed")
     add_common_options(p)
     p.set_defaults(func=cmd_fetch_images)

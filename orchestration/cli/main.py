@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import traceback
 
-from collab_iu.dataset import CFOnlyDatasetError, DatasetError
-from collab_iu.params import ParamsError
-from collab_iu.splits import SplitError
+from collab_iu.errors import EXPECTED_BUILTINS, UserError, environment_message, is_environment_error
 from orchestration.cli.data_commands import add_dataset_parsers
 from orchestration.cli.experiments import add_experiment_parsers
 from orchestration.cli.pipeline_commands import add_pipeline_parsers
 from orchestration.cli.predict import add_predict_parser
 from orchestration.errors import MaterializeError
 
-EXPECTED_ERRORS = (ParamsError, DatasetError, CFOnlyDatasetError, SplitError, FileNotFoundError, KeyError)
-
-
-def _expected_errors() -> tuple[type[Exception], ...]:
-    from collab_iu.importers import RawFormatError
-
-    return (*EXPECTED_ERRORS, RawFormatError, MaterializeError)  # a failed Dagster run reads like the core's errors
+# shown as `error: <message>`, exit 2 (collab_iu/errors.py); a failed Dagster run reads like the core's errors
+EXPECTED_ERRORS = (UserError, *EXPECTED_BUILTINS, MaterializeError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +37,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("collab-iu")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _report_bug(trace: str | None = None) -> int:
+    """An unexpected exception is a bug: its traceback (this one's, or `trace`), one line asking to report it,
+    exit 1."""
+    if trace:
+        print(trace.rstrip(), file=sys.stderr)
+    else:
+        traceback.print_exc()
+    print(
+        f"collab-iu {_version()}: this is a bug in collab-iu, not a problem with your data or parameters; "
+        "please report it with the traceback above and the command you ran",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; expected errors print `error: ...` and exit 2."""
+    """Run one command. Expected errors (data, parameters, run keys, missing inputs, a failed Dagster run, a full
+    disk) print one message `error: ...` (no traceback) and exit 2; anything else is a bug: its traceback, a
+    request to report it, exit 1."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except _expected_errors() as exc:
+    except EXPECTED_ERRORS as exc:
+        if getattr(exc, "bug_traceback", None):  # a Dagster run failed with an unexpected error: a bug
+            return _report_bug(exc.bug_traceback)
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of stdout went away (`collab-iu predict ... | head`): stop quietly
+        with contextlib.suppress(OSError, ValueError):  # no flush error at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        if not is_environment_error(exc):
+            return _report_bug()
+        print(f"error: {environment_message(exc)}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - every other exception is a bug, reported as one
+        return _report_bug()
 
 
 if __name__ == "__main__":

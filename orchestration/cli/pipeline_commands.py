@@ -73,17 +73,26 @@ def cmd_step(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """The grid of the selected family (or one run), as one Dagster run per model."""
     from collab_iu.artifacts import read_report
-    from collab_iu.grid import grid_runs
+    from collab_iu.grid import RunKeyError, grid_runs, parse_run_key
     from collab_iu.layout import dataset_layout
     from collab_iu.stages import ensure_trainable
     from orchestration.pipeline import run_pipeline
 
+    canonical = parse_run_key(args.run).key if args.run else None  # a malformed key: refused before anything
     params = _through_dagster(args)
     layout = dataset_layout(params, args.dataset)
+    grid = [spec.key for spec in grid_runs(params.for_dataset(layout.name))]
+    if args.run and args.run not in grid:
+        family = params.for_dataset(layout.name).experiment.family
+        shown = ", ".join(grid[:8]) + (f", ... ({len(grid)} in all)" if len(grid) > 8 else "")
+        hint = f"write it as {canonical!r}" if canonical in grid else f"choose one of {shown}"
+        raise RunKeyError(
+            f"run key {args.run!r} is not in the grid of dataset {layout.name!r} (experiment.family {family!r}): {hint}"
+        )
     ensure_trainable(layout)  # a dataset prepared for the CF diagnosis only: refused, with why
     for data_step in DATA_STEPS:  # every input, named with the command that writes it, before any worker starts
         read_report(layout.base / data_step.folder)
-    keys = [args.run] if args.run else [spec.key for spec in grid_runs(params.for_dataset(layout.name))]
+    keys = [args.run] if args.run else grid
     start = time.perf_counter()
     run_pipeline(layout.name, [], keys, evaluate=False, workers=params.experiment.workers)
     print(f"[train] {len(keys)} run(s) done in {time.perf_counter() - start:.1f}s")

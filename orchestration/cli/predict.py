@@ -26,6 +26,7 @@ def resolve_model_arg(args: argparse.Namespace) -> Path:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from collab_iu.params import load_params
     from collab_iu.train import resolve_device
 
     run_dir = resolve_model_arg(args)
@@ -34,7 +35,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    predictions, skipped = predict_images(run_dir, args.images, args.top_k, device, args.batch_size)
+    limit = load_params(args.params, args.overrides).prepare.max_image_pixels
+    predictions, skipped = predict_images(run_dir, args.images, args.top_k, device, args.batch_size, max_pixels=limit)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not predictions:
