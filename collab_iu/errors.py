@@ -45,7 +45,7 @@ def is_environment_error(exc: BaseException) -> bool:
 
 def is_expected(exc: BaseException) -> bool:
     """Whether `exc` is the user's to fix (a UserError, EXPECTED_BUILTINS, an environment error), not a bug."""
-    return isinstance(exc, UserError | EXPECTED_BUILTINS) or is_environment_error(exc)
+    return isinstance(exc, (UserError, *EXPECTED_BUILTINS)) or is_environment_error(exc)
 
 
 def environment_message(exc: OSError) -> str:

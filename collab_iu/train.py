@@ -14,17 +14,20 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from collab_iu import distributed
 from collab_iu.artifacts import BEST, CHECKPOINT, TRAIN_JSON, item_splits, load_cf_vectors, load_prepared
 from collab_iu.atomic import atomic_file, write_json
 from collab_iu.augment import BatchAugment, eval_transform
+from collab_iu.batches import ImageSource, image_source
 from collab_iu.cf_fit import VAL_CF_KEYS, cf_fit_quality
 from collab_iu.dataset import label_matrix, label_vocabulary
+from collab_iu.gpu_stats import GpuStats
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout
 from collab_iu.loss_based import loss_based_raw
@@ -129,10 +132,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def _optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, p: TrainParams, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD or AdamW; `fused` (on CUDA): one kernel for the whole update instead of one per parameter."""
+    options = {"fused": True} if fused else {}
     if p.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, **options)
+    return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay, **options)
 
 
 def _scheduler(opt: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_scheduler.LRScheduler:
@@ -146,24 +151,24 @@ def _scheduler(opt: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_sch
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
-def _to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    batch = torch.from_numpy(np.ascontiguousarray(images[rows]))
-    if device.type == "cuda":
-        batch = batch.pin_memory()  # so the copy below is asynchronous
-    return batch.to(device, non_blocking=True)
-
-
 @torch.no_grad()
 def predict_outputs(
-    model: MultitaskModel, images: np.ndarray, rows: np.ndarray, size: int, device: torch.device, batch_size: int = 256
+    model: MultitaskModel,
+    images: np.ndarray,
+    rows: np.ndarray,
+    size: int,
+    device: torch.device,
+    batch_size: int = 256,
+    source: ImageSource | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Label probabilities (n x L) and CF-head outputs (n x D; None without a CF head) for cached images,
-    from pixels only, in one pass."""
+    from pixels only, in one pass (through `source`, e.g. a training run's, else prefetched from `images`)."""
     model.eval()
+    source = source or image_source(images, device, "prefetch")
     scores, cf = [], []
-    for start in range(0, len(rows), batch_size):
-        x = eval_transform(_to_device(images, rows[start : start + batch_size], device), size)
-        out = model(x)
+    chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    for batch in source.batches(chunks):
+        out = model(eval_transform(batch, size))
         scores.append(torch.sigmoid(out["label_logits"].float()).cpu().numpy())
         if "cf" in out:
             cf.append(out["cf"].float().cpu().numpy())
@@ -209,6 +214,10 @@ class _Run:
     size: int  # the network's input size
     triplet: bool
     cf_dim: int
+    source: ImageSource  # the cache's images as device batches (collab_iu/batches.py)
+    forward: Callable  # the model, or its torch.compile-d form (train.compile); `model` keeps the weights
+    gpu: GpuStats  # peak memory and utilisation (CUDA)
+    rank_rngs: list = field(default_factory=list)  # every torchrun rank's augmentation state, for the checkpoint
 
 
 def train_model(
@@ -229,26 +238,28 @@ def train_model(
     second stage). With label_weight 0 (a CF-only stage) the last epoch counts as the best.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()  # under torchrun, rank 0 alone validates and writes (collab_iu/distributed.py)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     run = _start(data, params, augment, init_backbone)
     state = _resume(run, out_dir / CHECKPOINT)
-    for epoch in range(state["epoch"], params.epochs):
-        sums, seen, seconds = _train_epoch(run, data, params, epoch, progress)
+    resumed_at = state["epoch"]
+    for epoch in range(resumed_at, params.epochs):
+        sums, seen, seconds, first_step = _train_epoch(run, data, params, epoch, progress)
         lr = run.opt.param_groups[0]["lr"]
         run.sched.step()
-        val_scores, val_cf = predict_outputs(run.model, data.images, data.val_rows, run.size, run.device)
-        val_map, _ = macro_map(data.val_labels, val_scores)
-        fit = val_cf_fit(data, None if run.triplet else val_cf)  # triplet outputs are embeddings, not CF vectors
-        record = {
-            "epoch": epoch + 1,
-            **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()},
-            "val_map": float(val_map),
-            **{k: v for k, v in fit.items() if k != "val_cf_items" and v is not None},
-            "lr": lr,
-        }
-        _end_epoch(run, state, record, params.label_weight == 0, out_dir)
-        if on_epoch_end is not None:  # the throughput is reported, never written: the run's files stay reproducible
-            on_epoch_end(record | {"images_per_s": seen / seconds if seconds else 0.0})
+        run.rank_rngs = distributed.gather(run.generator.get_state().cpu())  # each rank's augmentation state
+        if main:
+            record = _validate(run, data, epoch, sums, seen) | {"lr": lr}
+            _end_epoch(run, state, record, params.label_weight == 0, out_dir)
+        if main and on_epoch_end is not None:  # timings are reported, never written: the files stay reproducible
+            timing = {"images_per_s": seen / seconds if seconds else 0.0}
+            if params.compile and epoch == resumed_at:  # this process compiled the model in its first step
+                timing["compile_s"] = first_step
+            on_epoch_end(record | timing)
+        distributed.barrier()  # the other ranks wait for rank 0's checkpoint
+    if not main:
+        return {"epochs": params.epochs}
     summary = {
         "best_epoch": state["best_epoch"],
         "best_val_map": state["best_map"],
@@ -259,18 +270,32 @@ def train_model(
         "labelled_train_items": int(data.train_labelled.sum()),
         "train_items": len(data.train_rows),
         "device": run.device.type,
+        **run.gpu.report(),  # CUDA only: peak memory and mean utilisation of this process's epochs
     }
     write_json(summary, out_dir / TRAIN_JSON)
     return summary
 
 
+def _validate(run: _Run, data: TrainingData, epoch: int, sums: dict, seen: int) -> dict:
+    """The epoch's record: mean loss terms over the epoch's items, validation mAP and the CF head's fit."""
+    val_scores, val_cf = predict_outputs(run.model, data.images, data.val_rows, run.size, run.device, source=run.source)
+    val_map, _ = macro_map(data.val_labels, val_scores)
+    fit = val_cf_fit(data, None if run.triplet else val_cf)  # triplet outputs are embeddings, not CF vectors
+    return {
+        "epoch": epoch + 1,
+        **{f"loss_{k}": v / max(seen, 1) for k, v in sums.items()},
+        "val_map": float(val_map),
+        **{k: v for k, v in fit.items() if k != "val_cf_items" and v is not None},
+    }
+
+
 def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init_backbone: str | Path | None) -> _Run:
     """The model (seeded), its optimiser, schedule and augmentation; the seeds are drawn in a fixed order."""
-    device = resolve_device(params.device)
+    device = distributed.start(resolve_device(params.device))
     if params.num_threads:
         torch.set_num_threads(params.num_threads)
-    torch.manual_seed(params.seed)
-    generator = torch.Generator(device=device).manual_seed(params.seed)
+    torch.manual_seed(params.seed)  # the same initial weights on every rank
+    generator = torch.Generator(device=device).manual_seed(params.seed + AUG_SEED_STRIDE * distributed.rank())
     order_rng = torch.Generator().manual_seed(params.seed)
     cf_dim = data.cf_target.shape[1] if params.cf_weight > 0 else 0
     model = MultitaskModel(params.backbone, len(data.vocabulary), cf_dim, params.weights).to(device)
@@ -279,9 +304,11 @@ def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init
         model.backbone.load_state_dict(
             {k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")}
         )
-    if device.type == "cuda" and params.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = _optimizer(model, params)
+    if device.type == "cuda":
+        _cuda_settings(params)
+        if params.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, params, fused=device.type == "cuda")
     size = augment.output_size or data.images.shape[1]
     labelled = data.train_labels[data.train_labelled]
     if not len(labelled):
@@ -308,7 +335,24 @@ def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init
         size,
         triplet,
         cf_dim,
+        image_source(data.images, device, params.input, params.input_memory_fraction),
+        _forward(model, device, params.compile),
+        GpuStats(device),
     )
+
+
+def _forward(model: MultitaskModel, device: torch.device, compile_model: bool) -> Callable:
+    """What the training steps call: the model, as DistributedDataParallel under torchrun, compiled on request."""
+    forward = distributed.wrap(model, device)
+    return torch.compile(forward) if compile_model else forward
+
+
+def _cuda_settings(params: TrainParams) -> None:
+    """cuDNN picks the fastest kernels (benchmark), unless train.deterministic asks for repeatable ones."""
+    torch.backends.cudnn.benchmark = not params.deterministic
+    torch.backends.cudnn.deterministic = params.deterministic
+    torch.backends.cuda.matmul.allow_tf32 = not params.deterministic
+    torch.backends.cudnn.allow_tf32 = not params.deterministic
 
 
 def _resume(run: _Run, checkpoint: Path) -> dict:
@@ -320,9 +364,32 @@ def _resume(run: _Run, checkpoint: Path) -> dict:
     run.opt.load_state_dict(saved["optimizer"])
     run.sched.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"].cpu())
-    run.generator.set_state(saved["aug_rng"].cpu())
+    ranks = saved.get("rank_aug_rngs") or [saved["aug_rng"]]
+    own = ranks[distributed.rank()] if len(ranks) == distributed.world_size() else saved["aug_rng"]
+    run.generator.set_state(own.cpu())
     run.order_rng.set_state(saved["order_rng"].cpu())
     return saved["state"]
+
+
+AUG_SEED_STRIDE = 1_000_003  # rank r draws its augmentations from seed + r * this (rank 0: the run's seed)
+
+
+def _epoch_plan(run: _Run, data: TrainingData, params: TrainParams, epoch: int) -> list[tuple[np.ndarray, ...]]:
+    """The epoch's steps: (item indices, cache rows, triplet positives or None), drawn before the epoch so the
+    images can be gathered ahead of the computation."""
+    n = len(data.train_rows)
+    perm = torch.randperm(n, generator=run.order_rng).numpy()
+    batches = [np.sort(perm[i : i + params.batch_size]) for i in range(0, n, params.batch_size)]
+    least = 2 * distributed.world_size()  # BatchNorm needs two items on every rank
+    steps = []
+    for step, batch in enumerate(b for b in batches if len(b) >= least):
+        idx = distributed.shard(batch)  # this rank's share of the global batch
+        rows, positive = data.train_rows[idx], None
+        if run.triplet:  # the positives' images go through the network in the same forward pass
+            positive = data.co_interactions.sample(idx, np.random.default_rng([params.seed, epoch, step]))
+            rows = np.concatenate([rows, data.train_rows[np.maximum(positive, 0)]])
+        steps.append((idx, rows, positive))
+    return steps
 
 
 def _train_epoch(run: _Run, data: TrainingData, params: TrainParams, epoch: int, progress: bool):
@@ -330,26 +397,19 @@ def _train_epoch(run: _Run, data: TrainingData, params: TrainParams, epoch: int,
     cuda = run.device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and params.amp else nullcontext()
     run.model.train()
-    n = len(data.train_rows)
-    perm = torch.randperm(n, generator=run.order_rng).numpy()
-    batches = [np.sort(perm[i : i + params.batch_size]) for i in range(0, n, params.batch_size)]
-    batches = [b for b in batches if len(b) > 1]  # BatchNorm needs two items
+    steps = _epoch_plan(run, data, params, epoch)
     sums: dict = {}
-    seen, start = 0, time.perf_counter()
-    bar = _progress(batches, f"epoch {epoch + 1}/{params.epochs}", progress)
-    for step, idx in enumerate(bar):
-        rows = data.train_rows[idx]
+    seen, start, first_step = 0, time.perf_counter(), 0.0
+    bar = _progress(steps, f"epoch {epoch + 1}/{params.epochs}", progress)
+    for (idx, _, positive), images in zip(bar, run.source.batches([s[1] for s in steps]), strict=True):
         batch = {k: v[idx].to(run.device, non_blocking=True) for k, v in run.tensors.items()}
-        positive = None
-        if run.triplet:  # the positives' images go through the network in the same forward pass
-            positive = data.co_interactions.sample(idx, np.random.default_rng([params.seed, epoch, step]))
+        if positive is not None:
             batch["has_positive"] = torch.from_numpy(positive >= 0).to(run.device)
-            rows = np.concatenate([rows, data.train_rows[np.maximum(positive, 0)]])
-        x = run.aug(_to_device(data.images, rows, run.device), run.generator)
+        x = run.aug(images, run.generator)
         if cuda and params.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            outputs = run.model(x)
+            outputs = run.forward(x)
         positives = None
         if run.triplet:
             outputs, positives = _split_outputs(outputs, len(idx))
@@ -368,12 +428,23 @@ def _train_epoch(run: _Run, data: TrainingData, params: TrainParams, epoch: int,
         run.opt.step()
         for k, v in terms.items():  # summed on the device: no host sync per step
             sums[k] = sums.get(k, 0.0) + v.detach() * len(idx)
+        if not seen:  # the first step (with train.compile: the compilation) is timed, at the cost of one sync
+            first_step = _synced_seconds(run.device, start)
         seen += len(idx)
-        if progress and (bar.n % 10 == 0 or seen == n):
+        run.gpu.sample(seen // params.batch_size)
+        if bar is not steps and (bar.n % 10 == 0 or seen == len(data.train_rows)):  # a tqdm bar (a terminal)
             bar.set_postfix(
                 loss=f"{float(sums['total']) / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}"
             )
-    return {k: float(v) for k, v in sums.items()}, seen, time.perf_counter() - start
+    totals = distributed.sum_across(sums | {"seen": torch.tensor(float(seen), device=run.device)})
+    seen = int(totals.pop("seen"))  # the items of every rank: the epoch's means are over the global batches
+    return {k: float(v) for k, v in totals.items()}, seen, time.perf_counter() - start, first_step
+
+
+def _synced_seconds(device: torch.device, start: float) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def _end_epoch(run: _Run, state: dict, record: dict, last_is_best: bool, out_dir: Path) -> None:
@@ -390,6 +461,7 @@ def _end_epoch(run: _Run, state: dict, record: dict, last_is_best: bool, out_dir
             "scheduler": run.sched.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "aug_rng": run.generator.get_state().cpu(),
+            "rank_aug_rngs": run.rank_rngs,  # under torchrun: every rank's, so each resumes its own draws
             "order_rng": run.order_rng.get_state(),
             "state": state,
         },

@@ -12,9 +12,10 @@ def epoch_line(run_key: str, record: dict, stage: str, epochs: int | None = None
     of = f"/{epochs}" if epochs else ""
     losses = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("loss_"))
     where = "pretrain epoch" if stage == "pretrain" else "epoch"
+    compiled = f" (compiled in {record['compile_s']:.1f} s)" if "compile_s" in record else ""
     return (
         f"{run_key} {where} {record['epoch']}{of}: {losses}, val_map {record['val_map']:.4f}, "
-        f"{record.get('images_per_s', 0):.0f} img/s"
+        f"{record.get('images_per_s', 0):.0f} img/s{compiled}"
     )
 
 

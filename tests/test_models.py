@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import torchvision
@@ -13,13 +11,14 @@ from collab_iu import models
 from collab_iu.backbones import BACKBONES
 from collab_iu.models import MultitaskModel, create_backbone
 
-# pooled feature sizes of the torchvision architectures, from their published definitions
+# pooled feature sizes of the architectures, from their published definitions
 FEAT_DIMS = {
     "resnet18": 512,
     "mobilenet_v2": 1280,
     "mobilenet_v3_small": 576,
     "mobilenet_v3_large": 960,
     "regnet_y_400mf": 440,
+    "efficientnet_lite0": 1280,
     "small_cnn": 128,
 }
 
@@ -181,14 +180,10 @@ def test_bad_head_sizes():
         MultitaskModel("small_cnn", num_labels=2, cf_dim=-1)
 
 
-def test_small_cnn_is_fast_enough_for_the_cpu_default():
-    """One forward+backward of 128 32x32 images: ~0.035 s measured on 2 busy cores; 0.5 s leaves room for CI."""
-    model = models.SmallCNN()
-    x = torch.randn(128, 3, 32, 32)
-    model(x).sum().backward()
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        model(x).sum().backward()
-        times.append(time.perf_counter() - start)
-    assert min(times) < 0.5
+def test_small_cnn_is_the_small_cpu_default():
+    """The CPU default is a small network (its speed is a benchmark's: benchmarks/backbone_throughput.py, not a
+    timed test): under 2 % of resnet18's parameters."""
+    import torchvision
+
+    small = sum(p.numel() for p in models.SmallCNN().parameters())
+    assert small < 0.02 * sum(p.numel() for p in torchvision.models.resnet18().parameters())

@@ -4,6 +4,7 @@ of the asset graph (orchestration/materialize.py, orchestration/pipeline.py), wi
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from collab_iu.params import load_params
@@ -70,6 +71,22 @@ def cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _torchrun_rank() -> int:
+    """This process's torchrun rank; -1 when not launched by torchrun (no torch import here)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else -1
+
+
+def _train_shares(params, dataset: str, keys: list[str]) -> int:
+    """A torchrun rank above 0: the same runs, in the same order, through the core (collab_iu/distributed.py):
+    rank 0 decides, validates, writes and reports; this rank computes its share of every batch."""
+    from collab_iu.experiment import train_run
+    from orchestration.defs.project import repo_root
+
+    for key in keys:
+        train_run(params, key, dataset, repo_root(), progress=False)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """The grid of the selected family (or one run), as one Dagster run per model."""
     from collab_iu.artifacts import read_report
@@ -93,8 +110,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     for data_step in DATA_STEPS:  # every input, named with the command that writes it, before any worker starts
         read_report(layout.base / data_step.folder)
     keys = [args.run] if args.run else grid
+    if _torchrun_rank() > 0:  # under torchrun: rank 0 runs the Dagster runs; this rank trains its share of each
+        return _train_shares(params, layout.name, keys)
     start = time.perf_counter()
-    run_pipeline(layout.name, [], keys, evaluate=False, workers=params.experiment.workers)
+    run_pipeline(
+        layout.name, [], keys, evaluate=False, workers=1 if _torchrun_rank() == 0 else params.experiment.workers
+    )
     print(f"[train] {len(keys)} run(s) done in {time.perf_counter() - start:.1f}s")
     return 0
 

@@ -7,11 +7,16 @@ import warnings
 
 import dagster as dg
 
-from collab_iu.train import resolve_device
 from orchestration.defs.assets import build_assets
 from orchestration.defs.checks import build_checks
 from orchestration.defs.jobs import build_jobs
-from orchestration.defs.project import ensure_dagster_home, project_params, set_training_limit, training_limit
+from orchestration.defs.project import (
+    ensure_dagster_home,
+    project_params,
+    set_training_limit,
+    training_gpus,
+    training_limit,
+)
 from orchestration.defs.resources import ComputeResource, WandbResource
 
 
@@ -19,8 +24,7 @@ def build_definitions() -> dg.Definitions:
     """Definitions for the params.yaml of the working directory (or $COLLAB_IU_PARAMS)."""
     ensure_dagster_home()
     params = project_params()
-    gpu = resolve_device(params.train.device).type == "cuda"
-    set_training_limit(dg.DagsterInstance.get(), training_limit(params, gpu))
+    set_training_limit(dg.DagsterInstance.get(), training_limit(params, training_gpus(params)))
     assets, partitions = build_assets(params)
     with warnings.catch_warnings():  # partitioned asset checks are a Dagster "preview" feature
         warnings.simplefilter("ignore", dg.PreviewWarning)

@@ -20,6 +20,7 @@ INVOCATION_ENV = "COLLAB_IU_INVOCATION"  # how a command tells its worker proces
 REPLACE_ENV = "COLLAB_IU_REPLACE"  # ... and whether it may replace finished runs
 ROOT_ENV = "COLLAB_IU_ROOT"  # the repository (default: the working directory)
 PARAMS_ENV = "COLLAB_IU_PARAMS"  # another params file (default: <root>/params.yaml)
+GPUS_ENV = "COLLAB_IU_GPUS"  # set in a pipeline worker pinned to one GPU: the GPUs all the trainings share
 
 
 def repo_root() -> Path:
@@ -79,10 +80,25 @@ def ensure_dagster_home(root: Path | None = None) -> Path:
     return home
 
 
-def training_limit(params: Params, gpu: bool) -> int:
-    """How many trainings run at once: one on a GPU, experiment.workers on the CPU (each gets an equal share
-    of the cores)."""
-    return 1 if gpu else params.experiment.workers
+def training_limit(params: Params, gpus: int) -> int:
+    """How many trainings run at once: experiment.runs_per_gpu on each of `gpus` visible GPUs, or (gpus 0: the
+    CPU) experiment.workers. Either way each training process gets an equal share of the cores."""
+    return gpus * params.experiment.runs_per_gpu if gpus > 0 else params.experiment.workers
+
+
+def training_gpus(params: Params) -> int:
+    """The visible GPUs the trainings share: torch.cuda.device_count() when train.device resolves to CUDA, else 0.
+
+    In a worker that the pipeline pinned to one GPU, the count the pipeline saw ($COLLAB_IU_GPUS). It imports
+    torch: call it in a worker process or the code location, never in the CLI's own process.
+    """
+    if os.environ.get(GPUS_ENV):
+        return int(os.environ[GPUS_ENV])
+    import torch
+
+    from collab_iu.train import resolve_device
+
+    return torch.cuda.device_count() if resolve_device(params.train.device).type == "cuda" else 0
 
 
 def set_training_limit(instance, limit: int) -> None:
