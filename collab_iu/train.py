@@ -10,6 +10,7 @@ records how well the CF head predicts the validation items' CF vectors (`val_cf_
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -463,7 +464,9 @@ def _end_epoch(run: _Run, state: dict, record: dict, last_is_best: bool, out_dir
             "aug_rng": run.generator.get_state().cpu(),
             "rank_aug_rngs": run.rank_rngs,  # under torchrun: every rank's, so each resumes its own draws
             "order_rng": run.order_rng.get_state(),
-            "state": state,
+            # rebuilt from JSON: pickle's bytes depend on which strings are shared objects, and a resumed run's
+            # history (loaded from the file) shares them differently; the same state must give the same file
+            "state": json.loads(json.dumps(state)),
         },
         out_dir / CHECKPOINT,
     )

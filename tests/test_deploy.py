@@ -290,7 +290,7 @@ def _server_user() -> tuple[list[str], int | None]:
     they run as the `postgres` (Debian's package) or `nobody` account through runuser."""
     if os.geteuid() != 0:
         return [], None
-    runuser = shutil.which("runuser")
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")  # root's PATH may lack sbin
     if runuser is None:
         pytest.skip("running as root and `runuser` is missing: PostgreSQL's initdb refuses to run as root")
     for name in ("postgres", "nobody"):

@@ -67,7 +67,8 @@ def test_interrupted_run_resumes_to_the_same_weights(prepared, tmp_path):
     untimed = lambda history: [{k: v for k, v in r.items() if k != "images_per_s"} for r in history]  # noqa: E731
     assert untimed(resumed["history"]) == untimed(straight["history"])
     assert resumed["best_epoch"] == straight["best_epoch"]
-    assert (tmp_path / "b" / BEST).exists()
+    for name in (CHECKPOINT, BEST, "train.json"):  # the same files, byte for byte (DVC's hashes)
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_image_only_has_no_cf_head_and_history_per_epoch(prepared, tmp_path):
