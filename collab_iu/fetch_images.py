@@ -345,41 +345,28 @@ def fetch_dataset_images(
     removes the partial downloads of a killed one.
     """
     folder = Path(folder)
-    with output_lock(folder / "images"):
-        return _fetch_dataset_images(folder, workers, retries, backoff, timeout, deadline, max_bytes, progress)
-
-
-def _fetch_dataset_images(
-    folder: Path,
-    workers: int,
-    retries: int,
-    backoff: float,
-    timeout: float,
-    deadline: float,
-    max_bytes: int,
-    progress: bool,
-) -> dict:
-    urls = read_image_urls(folder)
-    items_path = folder / ITEMS_FILE
-    if not items_path.is_file():
-        raise DatasetError(folder, [TableProblem(ITEMS_FILE, "missing; run the dataset importer first")])
-    table = pq.read_table(items_path)
-    if "item_id" not in table.column_names or "image" not in table.column_names:
-        raise DatasetError(folder, [TableProblem(ITEMS_FILE, "needs columns item_id and image")])
-    run = _Run.of(urls)
-    opts = _options(folder / IMAGES_DIR, retries, backoff, timeout, deadline, max_bytes)
-    try:
-        _fetch_all(run, opts, workers, progress)
-    except BaseException as exc:
-        run.interrupted = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise
-    finally:
-        report = _report(run)
-        _write_items(table, _images(run), items_path)
-        write_json(report, folder / REPORT_FILE)
-        with atomic_file(folder / FAILURES_FILE) as tmp:
-            pd.DataFrame(report["failures"], columns=FAILURE_COLUMNS).to_csv(tmp, index=False)
-    return report
+    with output_lock(folder / IMAGES_DIR):
+        urls = read_image_urls(folder)
+        items_path = folder / ITEMS_FILE
+        if not items_path.is_file():
+            raise DatasetError(folder, [TableProblem(ITEMS_FILE, "missing; run the dataset importer first")])
+        table = pq.read_table(items_path)
+        if "item_id" not in table.column_names or "image" not in table.column_names:
+            raise DatasetError(folder, [TableProblem(ITEMS_FILE, "needs columns item_id and image")])
+        run = _Run.of(urls)
+        opts = _options(folder / IMAGES_DIR, retries, backoff, timeout, deadline, max_bytes)
+        try:
+            _fetch_all(run, opts, workers, progress)
+        except BaseException as exc:
+            run.interrupted = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise
+        finally:
+            report = _report(run)
+            _write_items(table, _images(run), items_path)
+            write_json(report, folder / REPORT_FILE)
+            with atomic_file(folder / FAILURES_FILE) as tmp:
+                pd.DataFrame(report["failures"], columns=FAILURE_COLUMNS).to_csv(tmp, index=False)
+        return report
 
 
 def read_image_urls(folder: Path) -> pd.DataFrame:

@@ -462,7 +462,7 @@ def _end_epoch(run: _Run, state: dict, record: dict, last_is_best: bool, out_dir
             "scheduler": run.sched.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "aug_rng": run.generator.get_state().cpu(),
-            "rank_aug_rngs": run.rank_rngs,  # under torchrun: every rank's, so each resumes its own draws
+            "rank_aug_rngs": run.rank_rngs if distributed.active() else [],  # torchrun: each rank resumes its own
             "order_rng": run.order_rng.get_state(),
             # rebuilt from JSON: pickle's bytes depend on which strings are shared objects, and a resumed run's
             # history (loaded from the file) shares them differently; the same state must give the same file

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import tiny_params_tree, tiny_synthetic
+from helpers import PROJECT_VARIABLES, tiny_params_tree, tiny_synthetic
 
 from collab_iu.params import PrepareParams, params_from_dict
 from collab_iu.synthetic import generate_synthetic
@@ -57,8 +57,7 @@ def tiny_params(tmp_path):
 @pytest.fixture(autouse=True)
 def _restore_project_environment():
     """The CLI points DAGSTER_HOME and COLLAB_IU_* at the project it runs; keep that inside each test."""
-    names = ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")
-    saved = {name: os.environ.pop(name, None) for name in names}
+    saved = {name: os.environ.pop(name, None) for name in PROJECT_VARIABLES}
     yield
     for name, value in saved.items():
         os.environ.pop(name, None)

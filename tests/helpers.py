@@ -100,18 +100,21 @@ def train_grid(params, repo_root=None, observer=None) -> list[dict]:
 BIN = Path(sys.executable).parent
 
 
+PROJECT_VARIABLES = ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")  # the CLI sets them for its project
+
+
+def user_env(**env_vars: str) -> dict[str, str]:
+    """The environment of a user's shell for a subprocess: none of the project variables this test process may
+    hold, the virtual environment's commands first on PATH, no warnings; then `env_vars`."""
+    env = {k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES}
+    return env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONWARNINGS": "ignore", **env_vars}
+
+
 def run_command(args: list[str], cwd: Path, check: bool = True, **env_vars: str) -> subprocess.CompletedProcess:
     """Run a command of the virtual environment (dvc, collab-iu, git) in `cwd`, as a user's shell would."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
-    env |= {
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # stage commands call collab-iu
-        "PYTHONWARNINGS": "ignore",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        **env_vars,
-    }
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    git |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = user_env(**git, **env_vars)
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import read_interactions, tiny_params_tree, write_interactions
+from helpers import read_interactions, tiny_params_tree, user_env, write_interactions
 
 from collab_iu.atomic import atomic_dir, atomic_file, write_json
 from orchestration.cli import build_parser, main
@@ -77,9 +77,7 @@ DOCUMENTED_OUTPUTS = [
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
-    env["PYTHONWARNINGS"] = "ignore"
-    return subprocess.run(COMMAND + args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(COMMAND + args, cwd=cwd, capture_output=True, text=True, env=user_env(), timeout=300)
 
 
 def _grid_keys(folder: Path) -> list[str]:
@@ -128,8 +126,9 @@ def test_run_writes_every_documented_output(tmp_path):
     write_params(tmp_path)
     log = tmp_path / "run.log"
     with log.open("w") as redirected:  # as in `collab-iu run > run.log 2>&1`: not a terminal
-        env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
-        done = subprocess.run(COMMAND + ["run"], cwd=tmp_path, stdout=redirected, stderr=subprocess.STDOUT, env=env)
+        done = subprocess.run(
+            COMMAND + ["run"], cwd=tmp_path, stdout=redirected, stderr=subprocess.STDOUT, env=user_env()
+        )
     text = log.read_text()
     assert done.returncode == 0, text[-3000:]
     assert "\r" not in text  # no progress-bar frames in a log file

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import BIN, tiny_params_tree
+from helpers import BIN, tiny_params_tree, user_env
 
 from collab_iu.params import params_from_dict
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
@@ -57,10 +57,13 @@ def _launch(project: Path, ranks: int) -> subprocess.Popen:
     if ranks > 1:
         torchrun = ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={_free_port()}"]
         command = [sys.executable, *torchrun, command[0], "--", *command[1:]]  # `--`: the rest is collab-iu's
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
-    env |= {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        command,
+        cwd=project,
+        env=user_env(OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 

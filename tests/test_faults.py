@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BIN, tiny_params_tree
+from helpers import BIN, tiny_params_tree, user_env
 
 from collab_iu.params import params_from_dict
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
@@ -33,11 +32,6 @@ def _project(root: Path, **train) -> Path:
     return root
 
 
-def _env(project: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "COLLAB_IU_ROOT", "COLLAB_IU_PARAMS")}
-    return env | {"PYTHONWARNINGS": "ignore", "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
-
-
 def _prepare_data(project: Path) -> None:
     params = params_from_dict(yaml.safe_load((project / "params.yaml").read_text()))
     params = params.model_copy(update={"data": params.data.model_copy(update={"root": project / "data"})})
@@ -47,7 +41,7 @@ def _prepare_data(project: Path) -> None:
 
 def _train(project: Path, *settings: str) -> subprocess.Popen:
     args = [str(BIN / "collab-iu"), "train", "--run", KEY, *(a for s in settings for a in ("--set", s))]
-    return subprocess.Popen(args, cwd=project, env=_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(args, cwd=project, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.mark.e2e
@@ -97,7 +91,7 @@ STEPS = (("prepare", "prepared"), ("split", "split"), ("cf", "cf"), ("cache", "c
 
 def _step(project: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", STEP_CODE, *args], cwd=project, env=_env(project), stderr=subprocess.PIPE
+        [sys.executable, "-c", STEP_CODE, *args], cwd=project, env=user_env(), stderr=subprocess.PIPE
     )
 
 
