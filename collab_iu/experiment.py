@@ -39,6 +39,7 @@ from collab_iu.artifacts import (
     TEST_ITEMS,
     TEST_SCORES,
     item_splits,
+    load_cf_vectors,
     load_prepared,
     read_report,
     test_set_mask,
@@ -46,6 +47,7 @@ from collab_iu.artifacts import (
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
 from collab_iu.errors import UserError
+from collab_iu.features import feature_report, feature_spec, load_features
 from collab_iu.grid import RunSpec, parse_run_key
 from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.locks import output_lock
@@ -53,8 +55,16 @@ from collab_iu.methods import METHODS
 from collab_iu.metrics import evaluate_scores
 from collab_iu.models import MultitaskModel, load_weights_file
 from collab_iu.observer import TrainingObserver
-from collab_iu.params import Params, TrainParams
-from collab_iu.train import VAL_CF_KEYS, load_training_data, predict_scores, resolve_device, train_model
+from collab_iu.params import Params, ParamsError, TrainParams
+from collab_iu.train import (
+    VAL_CF_KEYS,
+    TrainingData,
+    cf_targets,
+    load_training_data,
+    predict_scores,
+    resolve_device,
+    train_model,
+)
 
 
 def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
@@ -67,7 +77,12 @@ def run_train_params(params: Params, spec: RunSpec) -> TrainParams:
     if method.cf_loss is not None:
         update["cf_loss"] = method.cf_loss
     elif params.train.cf_loss == "triplet":
-        raise ValueError("train.cf_loss 'triplet' is for the method `triplet`; choose exp, mse or cosine for with_cf")
+        raise ParamsError("train.cf_loss 'triplet' is for the method `triplet`; choose exp, mse or cosine for with_cf")
+    if method.cf_input and params.cf.cold_start:
+        raise ParamsError(
+            f"{spec.method} classifies items by their interactions too, and cf.cold_start withholds the validation "
+            "and test items' interactions: drop the method from the grid, or set cf.cold_start: false"
+        )
     return params.train.model_copy(update=update)
 
 
@@ -87,18 +102,23 @@ def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
         "augment": params.augment.model_dump(mode="json"),
         "pretrain_epochs": params.experiment.pretrain_epochs if METHODS[spec.method].pretrain else None,
         "fingerprint": read_report(layout.prepared)["fingerprint"],
-        "inputs": _input_digest(layout, METHODS[spec.method].uses_cf),  # whoever wrote them, with whatever params
+        "inputs": _input_digest(
+            layout, METHODS[spec.method].reads_cf, params
+        ),  # whoever wrote them, with whatever params
     }
     config["config_hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return config
 
 
-def _input_digest(layout: DatasetLayout, uses_cf: bool) -> str:
-    """A digest of the split, the cache index and (for a method that uses CF) the CF vectors a run trains on:
-    a run that reads no CF output is not invalidated by a new CF fit."""
-    cf = (layout.cf / CF_VECTORS, layout.cf / CF_INDEX) if uses_cf else ()
+def _input_digest(layout: DatasetLayout, reads_cf: bool, params: Params) -> str:
+    """A digest of the split, the cache index, the feature cache's report (weights, spec and image cache it was
+    computed from; train.finetune tail or heads) and (for a method that reads CF) the CF vectors a run trains
+    on: a run that reads no CF output is not invalidated by a new CF fit."""
+    cf = (layout.cf / CF_VECTORS, layout.cf / CF_INDEX) if reads_cf else ()
+    spec = feature_spec(params)
+    features = (feature_report(layout, spec),) if spec is not None else ()
     digest = hashlib.sha256()
-    for path in (layout.split / SPLITS, *cf, layout.cache / CACHE_INDEX, layout.cache / REPORT):
+    for path in (layout.split / SPLITS, *cf, layout.cache / CACHE_INDEX, layout.cache / REPORT, *features):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -200,9 +220,15 @@ def _train_as_worker(params: Params, spec: RunSpec, layout: DatasetLayout, run_d
     if "metrics" in decision:
         return decision["metrics"]
     train_params = run_train_params(params, spec)
-    data = load_training_data(layout, params.model_copy(update={"train": train_params}), spec.label_ratio, spec.seed)
+    data = _run_data(layout, params, spec, train_params)
     _train_method(params, spec, data, train_params, run_dir, False, TrainingObserver())
     return {}
+
+
+def _run_data(layout: DatasetLayout, params: Params, spec: RunSpec, train_params: TrainParams) -> TrainingData:
+    """What the run of `spec` trains on (the CF vectors as an input too for a method of warm items)."""
+    run_params = params.model_copy(update={"train": train_params})
+    return load_training_data(layout, run_params, spec.label_ratio, spec.seed, cf_input=METHODS[spec.method].cf_input)
 
 
 def _claim_and_train(
@@ -226,12 +252,13 @@ def _claim_and_train(
         return finished
 
     train_params = run_train_params(params, spec)
-    data = load_training_data(layout, params.model_copy(update={"train": train_params}), spec.label_ratio, spec.seed)
+    data = _run_data(layout, params, spec, train_params)
     size = params.augment.output_size or params.cache.image_size
     model_info = {
         "backbone": train_params.backbone,
         "vocabulary": data.vocabulary,
         "cf_dim": int(data.cf_target.shape[1]) if METHODS[spec.method].final_cf_head else 0,
+        "cf_input_dim": int(data.cf_target.shape[1]) if data.cf_input else 0,
         "cache_size": params.cache.image_size,
         "input_size": size,
         "mean": IMAGENET_MEAN,
@@ -302,7 +329,7 @@ def _train_and_score(
 ) -> dict:
     """Train one run's method (cf_pretrain: two stages), score its best epoch, write metrics.json."""
     summary, pretrained, train_params = _train_method(params, spec, data, train_params, run_dir, progress, observer)
-    metrics = score_run(run_dir, layout, model_info, train_params)
+    metrics = score_run(run_dir, layout, model_info, params, train_params, data)
     metrics |= {
         "run_key": spec.key,
         "method": spec.method,
@@ -319,18 +346,26 @@ def _train_and_score(
     return metrics
 
 
-def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[MultitaskModel, dict]:
-    """Rebuild a trained run's model (best epoch) and its model.json."""
+def load_run_model(
+    run_dir: str | Path, device: torch.device | str = "cpu", trainable_blocks: int | None = None
+) -> tuple[MultitaskModel, dict]:
+    """Rebuild a trained run's model (best epoch) and its model.json: from pixels, or (`trainable_blocks`, as it
+    was trained) from the feature cache."""
     run_dir = Path(run_dir)
     info = json.loads((run_dir / MODEL_JSON).read_text())
-    model = MultitaskModel(info["backbone"], len(info["vocabulary"]), info["cf_dim"])
+    cf_in = info.get("cf_input_dim", 0)
+    model = MultitaskModel(info["backbone"], len(info["vocabulary"]), info["cf_dim"], None, trainable_blocks, cf_in)
     state = load_weights_file(run_dir / BEST)
     model.load_state_dict(state)
     return model.to(device).eval(), info
 
 
-def score_run(run_dir: Path, layout: DatasetLayout, info: dict, train_params: TrainParams) -> dict:
-    """Score the test items with the best epoch; write test_scores.npy and test_items.parquet."""
+def score_run(
+    run_dir: Path, layout: DatasetLayout, info: dict, params: Params, train_params: TrainParams, data: TrainingData
+) -> dict:
+    """Score the test items with the best epoch (from the pixels, or from their cached features when the run
+    trained from them: the same network, with the frozen blocks' output read back; a model of warm items also
+    reads their CF vectors, prepared as for training); write test_scores.npy and test_items.parquet."""
     from collab_iu.dataset import label_matrix
     from collab_iu.image_cache import load_image_cache
 
@@ -339,10 +374,24 @@ def score_run(run_dir: Path, layout: DatasetLayout, info: dict, train_params: Tr
     rows = cache.rows(items["item_id"])
     test = np.flatnonzero(test_set_mask(item_splits(layout, items), rows))
     device = resolve_device(train_params.device)
-    model, _ = load_run_model(run_dir, device)
-    scores = predict_scores(model, cache.images, rows[test], info["input_size"], device).astype(np.float32)
+    blocks = train_params.trainable_blocks
+    inputs = cache.images if blocks is None else load_features(layout, feature_spec(params))
+    model, _ = load_run_model(run_dir, device, blocks)
+    size = info["input_size"]
+    cf_input = _test_cf_vectors(layout, items, test, data) if data.cf_input else None
+    scores = predict_scores(
+        model, inputs, rows[test], size, device, from_features=blocks is not None, cf_input=cf_input
+    )
+    scores = scores.astype(np.float32)
     np.save(run_dir / TEST_SCORES, scores)
     write_parquet(pd.DataFrame({"item_id": items["item_id"].to_numpy()[test]}), run_dir / TEST_ITEMS)
     y = label_matrix(items["labels"].iloc[test], info["vocabulary"])
     metrics = evaluate_scores(y, scores)
     return {"test_" + k: v for k, v in metrics.items()}
+
+
+def _test_cf_vectors(layout: DatasetLayout, items: pd.DataFrame, test: np.ndarray, data: TrainingData) -> np.ndarray:
+    """The test items' CF vectors prepared as the training items' were (0 for an item without interactions)."""
+    vectors, index = load_cf_vectors(layout)
+    has_target = index["n_interactions"].to_numpy()[test] > 0
+    return cf_targets(vectors[test], has_target, data.cf_center, data.cf_scale)

@@ -40,6 +40,10 @@ class DatasetLayout:
         return self.base / "cache"
 
     @property
+    def features(self) -> Path:  # one feature cache per backbone, weights, resolution and cut: features/<key>/
+        return self.base / "features"
+
+    @property
     def runs(self) -> Path:  # one folder per trained run, named by its run key
         return self.base / "runs"
 

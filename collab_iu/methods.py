@@ -17,6 +17,12 @@ class Method:
     confidence: str | None = None  # forces train.confidence (None: with_cf's own setting)
     cf_loss: str | None = None  # forces train.cf_loss (None: train.cf_loss, which may not be triplet)
     pretrain: bool = False  # first experiment.pretrain_epochs on the CF target only, then labels only
+    cf_input: bool = False  # the item's CF vector is an input of the label head: warm items only, not new images
+
+    @property
+    def reads_cf(self) -> bool:
+        """Whether its runs read the CF vectors (as a target, or as an input)."""
+        return self.uses_cf or self.cf_input
 
     @property
     def final_cf_head(self) -> bool:
@@ -38,6 +44,13 @@ METHODS: dict[str, Method] = {
     ),
     "cf_pretrain": Method(
         "the network trained on the CF target first, then on labels only", confidence="uniform", pretrain=True
+    ),
+    "warm_image_cf": Method(  # beyond the paper: for items that already have interactions
+        "items with interactions: the image features and the item's CF vector feed the label head (not for new "
+        "images; compare with image_only on the same test items)",
+        uses_cf=False,
+        confidence="uniform",
+        cf_input=True,
     ),
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)

@@ -9,6 +9,7 @@ efficientnet_lite0's from its pip package. Every file is read with `torch.load(.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from collab_iu.backbone_blocks import cut
 from collab_iu.backbones import BACKBONES, IMAGENET, PackagedWeights, check_backbone, check_imagenet
 from collab_iu.errors import UserError
 from collab_iu.locks import output_lock
@@ -145,7 +147,7 @@ def _download(url: str, path: Path) -> Mapping:
             ) from None
 
 
-def _packaged_file(spec: PackagedWeights) -> Path:
+def packaged_file(spec: PackagedWeights) -> Path:
     """The weights file a pip package ships; PretrainedWeightsError saying what to install when it is missing."""
     try:
         return Path(_resolve(spec.path)())
@@ -165,7 +167,7 @@ def imagenet_state(name: str) -> tuple[Mapping, str]:
         raise PretrainedWeightsError(str(exc)) from None
     spec = BACKBONES[name].imagenet
     if isinstance(spec, PackagedWeights):
-        path = _packaged_file(spec)
+        path = packaged_file(spec)
         return load_weights_file(path), str(path)
     url, path = torchvision_weights_file(spec)
     state = load_weights_file(path) if path.is_file() else _download(url, path)
@@ -198,6 +200,11 @@ def create_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Mo
     return model, feat_dim
 
 
+def backbone_blocks(name: str, model: nn.Module) -> list[nn.Module]:
+    """The blocks of backbone `name` (as `create_backbone` built it), in order (collab_iu/backbone_blocks.py)."""
+    return _resolve(BACKBONES[check_backbone(name)].blocks)(model)
+
+
 def cf_head(feat_dim: int, cf_dim: int) -> nn.Sequential:
     """The paper's CF head: BN -> Linear(128) -> BN -> ReLU -> Linear(cf_dim)."""
     return nn.Sequential(
@@ -210,23 +217,53 @@ def cf_head(feat_dim: int, cf_dim: int) -> nn.Sequential:
 
 
 class MultitaskModel(nn.Module):
-    """Backbone + multi-label head + (when cf_dim > 0) a head regressing the item's CF vector."""
+    """Backbone + multi-label head + (when cf_dim > 0) a head regressing the item's CF vector.
 
-    def __init__(self, backbone_name: str, num_labels: int, cf_dim: int, weights: str | Path | None = None):
+    `trainable_blocks`: None, the model takes images; a number, it takes the feature cache's features (the
+    output of the backbone's frozen blocks, collab_iu/features.py) and only the last `trainable_blocks` blocks
+    and the heads train. The state dict is the whole model's either way, so a model trained from features
+    predicts from pixels once rebuilt without `trainable_blocks`.
+    """
+
+    def __init__(
+        self,
+        backbone_name: str,
+        num_labels: int,
+        cf_dim: int,
+        weights: str | Path | None = None,
+        trainable_blocks: int | None = None,
+        cf_input_dim: int = 0,
+    ):
         super().__init__()
         if num_labels < 1 or cf_dim < 0:
             raise ValueError(f"need num_labels >= 1 and cf_dim >= 0, got {num_labels} and {cf_dim}")
         self.backbone, self.feat_dim = create_backbone(backbone_name, weights)
-        self.label_head = nn.Linear(self.feat_dim, num_labels)
+        self.cf_input_dim = cf_input_dim  # > 0: the label head also reads the item's CF vector (warm items)
+        # the CF vector scaled so that its few dimensions can move the logits as fast as the many image features
+        # (with per-weight optimiser steps); unscaled, the image features fit first and CF is hardly learnt
+        self.cf_input_scale = math.sqrt(self.feat_dim / cf_input_dim) if cf_input_dim else 1.0
+        self.label_head = nn.Linear(self.feat_dim + cf_input_dim, num_labels)
         self.cf_head = cf_head(self.feat_dim, cf_dim) if cf_dim else None
+        self._tail: list[nn.Module] = []  # a list: the tail's modules are the backbone's, not new state dict keys
+        if trainable_blocks is not None:
+            self._tail.append(cut(backbone_blocks(backbone_name, self.backbone), trainable_blocks)[1])
+            tail_params = {id(p) for p in self._tail[0].parameters()}
+            for p in self.backbone.parameters():
+                p.requires_grad_(id(p) in tail_params)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self._tail[0](x) if self._tail else self.backbone(x)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"label_logits": N x num_labels, "cf": N x cf_dim (only with a CF head)}."""
+    def forward(self, x: torch.Tensor, cf: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{"label_logits": N x num_labels, "cf": N x cf_dim (only with a CF head)}; `cf`: the items' prepared CF
+        vectors (N x cf_input_dim), for a model that takes them."""
         h = self.features(x)
-        out = {"label_logits": self.label_head(h)}
+        if self.cf_input_dim:
+            if cf is None:
+                raise ValueError("this model classifies warm items: it needs their CF vectors besides the images")
+            out = {"label_logits": self.label_head(torch.cat([h, cf.to(h.dtype) * self.cf_input_scale], 1))}
+        else:
+            out = {"label_logits": self.label_head(h)}
         if self.cf_head is not None:
             out["cf"] = self.cf_head(h)
         return out

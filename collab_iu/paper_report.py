@@ -226,7 +226,7 @@ def _report(evaluated: list[_Evaluated], skipped: list[dict], paths: dict[str, P
             "datasets": [e.name for e in evaluated],
             "details": {
                 e.name: {
-                    "preset": e.params.data.datasets[e.name].preset,
+                    "preset": e.params.data.datasets[e.name].applied_preset,
                     "cf_weight": e.params.train.cf_weight,
                     "n_test_items": e.summary["n_test_items"],
                     "n_labels": e.summary["n_labels"],
@@ -433,7 +433,7 @@ def _paper_numbers(evaluated: list[_Evaluated], table: pd.DataFrame) -> str | No
     """The paper's image-only -> with-CF mAPs beside ours, for the datasets on a paper preset (None if none)."""
     blocks = []
     for e in evaluated:
-        preset = e.params.data.datasets[e.name].preset
+        preset = e.params.data.datasets[e.name].applied_preset
         if preset not in PAPER_NUMBERS:
             continue
         paper = PAPER_NUMBERS[preset]

@@ -59,6 +59,7 @@ class _Group(BaseModel):
 
 
 IMPORTED_SOURCES = ("pinterest", "movielens", "amazon")  # raw public datasets, imported by collab_iu/importers
+REAL_IMAGES = "real_images"  # the preset of a dataset of real images that names none (docs/tuning.md)
 
 
 class DatasetSource(_Group):
@@ -74,10 +75,18 @@ class DatasetSource(_Group):
     images: str | None = (
         None  # imported sources: a folder of <item id>.jpg images; None = <path>/images or <path>/posters
     )
-    preset: str | None = None  # a name in `presets` whose overrides apply to this dataset
+    preset: str | None = None  # a name in `presets` whose overrides apply; None: real_images, or none (synthetic)
     overrides: dict[str, Any] = Field(
         default_factory=dict
     )  # `group.key: value` for this dataset only (after the preset)
+
+    @property
+    def applied_preset(self) -> str | None:
+        """The preset that applies: `preset`, else real_images for a dataset of real images (a folder or an
+        import); the synthetic demo keeps the global settings."""
+        if self.preset is not None:
+            return self.preset
+        return None if self.source == "synthetic" else REAL_IMAGES
 
     @model_validator(mode="after")
     def _needs_path(self) -> DatasetSource:
@@ -242,11 +251,26 @@ class TrainParams(_Group):
     input_memory_fraction: float = Field(0.5, gt=0, le=0.95)  # auto: the cache goes to the GPU if it fits in this
     num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 = auto (all cores, shared among grid workers)
     seed: int = 0  # a grid run takes its own from experiment.seeds
+    # full: the whole network trains from pixels (the paper's setting; a GPU's); tail: the backbone's last
+    # tail_blocks blocks and the heads train from the feature cache (the frozen blocks' output, computed once per
+    # dataset); heads: the heads alone train, on the cached pooled features (collab_iu/features.py)
+    finetune: Literal["full", "tail", "heads"] = "full"
+    tail_blocks: int = Field(1, ge=1)  # finetune: tail; efficientnet_lite0: 1 = its 1x1 head convolution
+
+    @property
+    def trainable_blocks(self) -> int | None:
+        """The backbone blocks trained after the feature cache's cut (0: heads only); None: trains from pixels."""
+        return None if self.finetune == "full" else self.tail_blocks if self.finetune == "tail" else 0
 
     @model_validator(mode="after")
     def _imagenet_exists(self) -> TrainParams:
         if self.weights == IMAGENET:
             check_imagenet(self.backbone)
+        if self.finetune != "full" and self.weights is None:
+            raise ValueError(
+                f"finetune {self.finetune!r} trains on the features of a frozen backbone: it needs pretrained "
+                "weights (train.weights: imagenet or a state-dict file), or finetune: full"
+            )
         return self
 
 
@@ -350,8 +374,21 @@ class WandbParams(_Group):
     timeout: float = Field(30.0, gt=0)  # seconds to wait for the W&B server at a run's start and end
 
 
-def _paper_presets() -> dict[str, dict[str, Any]]:
-    """The paper's per-dataset settings (its training scripts), as `group.key` overrides."""
+def _presets() -> dict[str, dict[str, Any]]:
+    """Named settings for a kind of dataset, as `group.key` overrides: real_images (any dataset of real photos that
+    names no preset: a pretrained backbone trained from the feature cache, chosen on validation of real posters,
+    docs/tuning.md) and the paper's per-dataset settings (its training scripts: whole networks, a GPU's)."""
+    real_images = {
+        "cache.image_size": 224,
+        "train.backbone": "efficientnet_lite0",
+        "train.weights": IMAGENET,  # ships with its pip package: no network
+        "train.finetune": "tail",
+        "train.tail_blocks": 1,
+        "train.epochs": 10,
+        "train.lr": 1e-3,
+        "train.cf_weight": 3.0,
+        "experiment.cf_weights": [3.0],
+    }
     common = {
         "cache.image_size": 256,
         "augment.output_size": 224,
@@ -365,6 +402,7 @@ def _paper_presets() -> dict[str, dict[str, Any]]:
     }
     amazon = {"train.backbone": "resnet18", "train.batch_size": 256, "train.epochs": 100, "train.milestones": [65, 99]}
     return {
+        REAL_IMAGES: real_images,
         "paper_pinterest": common
         | {
             "train.backbone": "regnet_y_400mf",
@@ -401,21 +439,22 @@ class Params(_Group):
     experiment: ExperimentParams = Field(default_factory=ExperimentParams)
     wandb: WandbParams = Field(default_factory=WandbParams)
     importers: ImportParams = Field(default_factory=ImportParams)
-    presets: dict[str, dict[str, Any]] = Field(default_factory=_paper_presets)  # name -> {group.key: value}
+    presets: dict[str, dict[str, Any]] = Field(default_factory=_presets)  # name -> {group.key: value}
 
     @model_validator(mode="after")
     def _presets_declared(self) -> Params:
         for name, spec in self.data.datasets.items():
-            if spec.preset is not None and spec.preset not in self.presets:
+            if spec.applied_preset is not None and spec.applied_preset not in self.presets:
                 raise ValueError(
-                    f"dataset {name!r}: preset {spec.preset!r} is not one of presets: {sorted(self.presets)}"
+                    f"dataset {name!r}: preset {spec.applied_preset!r} is not one of presets: {sorted(self.presets)}"
                 )
         return self
 
     def for_dataset(self, name: str) -> Params:
         """These params with dataset `name`'s preset and overrides applied (validated; ParamsError names the key)."""
         spec = self.data.datasets[name]
-        changes = {**(self.presets[spec.preset] if spec.preset else {}), **spec.overrides}
+        preset = spec.applied_preset
+        changes = {**(self.presets[preset] if preset else {}), **spec.overrides}
         if not changes:
             return self
         tree = self.model_dump(mode="json")
@@ -423,7 +462,7 @@ class Params(_Group):
             if key.split(".")[0] in ("data", "presets"):
                 raise ParamsError(f"dataset {name!r}: overrides may not change {key!r}")
             _set_dotted(tree, key, value)
-        return params_from_dict(tree, f"dataset {name!r} (preset {spec.preset!r} and overrides)", check_datasets=False)
+        return params_from_dict(tree, f"dataset {name!r} (preset {preset!r} and overrides)", check_datasets=False)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -46,10 +46,16 @@ def load_predictor(run_dir: str | Path, device: torch.device | str = "cpu") -> t
 
     run_dir = check_run_dir(run_dir)
     try:
-        return load_run_model(run_dir, device)
+        model, info = load_run_model(run_dir, device)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:  # bad JSON, wrong keys, mismatched weights
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         raise ModelFolderError(f"{run_dir}: cannot load the model ({MODEL_JSON} / {BEST}): {reason}") from None
+    if model.cf_input_dim:
+        raise ModelFolderError(
+            f"{run_dir} classifies warm items from their CF vectors as well as their images; predict labels new "
+            "images from pixels alone: choose a run of another method (image_only, with_cf)"
+        )
+    return model, info
 
 
 def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:

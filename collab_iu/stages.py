@@ -26,11 +26,20 @@ from collab_iu.artifacts import (
 from collab_iu.atomic import atomic_dir, write_json
 from collab_iu.cf import build_cf
 from collab_iu.dataset import CFOnlyDatasetError
-from collab_iu.image_cache import build_image_cache
+from collab_iu.features import (
+    NOT_USED,
+    build_feature_cache,
+    expected_report,
+    feature_dir,
+    feature_spec,
+    matching_report,
+)
+from collab_iu.image_cache import build_image_cache, load_image_cache
 from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.locks import locked_outputs
 from collab_iu.params import IMPORTED_SOURCES, Params
 from collab_iu.splits import make_split, split_summary
+from collab_iu.steps import BY_NAME
 from collab_iu.synthetic import generate_synthetic
 from collab_iu.validate import validate_dataset
 
@@ -193,4 +202,35 @@ def run_cache(params: Params, dataset: str | None = None, repo_root: Path | None
     return {"dataset": layout.name, **report}
 
 
-DATA_STAGES = {"prepare": run_prepare, "split": run_split, "cf": run_cf, "cache": run_cache}
+@locked_outputs("features")
+def run_features(params: Params, dataset: str | None = None, repo_root: Path | None = None) -> dict:
+    """Run the frozen blocks of the dataset's backbone once over its image cache into `features/<key>/`, for runs
+    that train from the feature cache (train.finetune: tail or heads); reuse a cache built for the same spec and
+    inputs. Runs that train from pixels need none: nothing is written."""
+    layout = dataset_layout(params, dataset, repo_root)
+    ensure_trainable(layout)
+    params = params.for_dataset(layout.name)
+    spec = feature_spec(params)
+    if spec is None:
+        return {"dataset": layout.name, "skipped": NOT_USED}
+    read_report(layout.cache)  # missing: names `collab-iu cache`
+    identity = expected_report(layout, spec)
+    folder = feature_dir(layout, spec)
+    found = matching_report(folder, identity)
+    if found is not None:
+        return {"dataset": layout.name, **found, "reused": True}
+    cache = load_image_cache(layout.cache)
+    report = build_feature_cache(cache.images, cache.index, spec, folder, identity)
+    return {"dataset": layout.name, **report, "reused": False}
+
+
+def output_folder(name: str, layout: DatasetLayout, params: Params) -> Path | None:
+    """The folder data step `name` writes for the dataset (its report.json lies there): the features step's is
+    the cache of the runs' spec, None when they train from pixels."""
+    if name != "features":
+        return layout.base / BY_NAME[name].folder
+    spec = feature_spec(params.for_dataset(layout.name))
+    return None if spec is None else feature_dir(layout, spec)
+
+
+DATA_STAGES = {"prepare": run_prepare, "split": run_split, "cf": run_cf, "cache": run_cache, "features": run_features}

@@ -157,8 +157,8 @@ def two_level_test(
     Inputs are aligned by seed (same seeds, same order): per-seed mAP on the whole test
     set and seeds x resamples mAP on the same with-replacement resamples of the test items.
     Returns n, mean_diff, se, df, t, p (two-sided), diff_ci (the `level` interval of the
-    mean difference), improvement (ratio of the means - 1) and improvement_ci (diff_ci over
-    the baseline mean). t, p and the CIs are nan for fewer than 2 seeds (training variance
+    mean difference), improvement (ratio of the means - 1) and improvement_ci (Fieller's interval of
+    the ratio of the means, less 1: the baseline mean's own uncertainty included). t, p and the CIs are nan for fewer than 2 seeds (training variance
     cannot be estimated); p is 1 when every difference is 0.
     """
     m, b = _paired(method_by_seed, baseline_by_seed)
@@ -177,8 +177,12 @@ def two_level_test(
         p = float(2 * stats.t.sf(abs(t), df))
         half = float(stats.t.ppf(0.5 + level / 2, df)) * se
         low, high = diff - half, diff + half
-    base = float(b.mean())
-    scale = base if base != 0 else math.nan
+    ratio_low, ratio_high = math.nan, math.nan
+    if math.isfinite(se):
+        quantile = float(stats.t.ppf(0.5 + level / 2, df)) if se > 0 else 0.0
+        ratio_low, ratio_high = fieller_interval(
+            float(m.mean()), float(b.mean()), _two_level_cov(m, b, rm, rb), quantile
+        )
     return {
         "n": len(m),
         "mean_diff": diff,
@@ -187,6 +191,30 @@ def two_level_test(
         "t": t,
         "p": p,
         "diff_ci": (low, high),
-        "improvement": relative_improvement(float(m.mean()), base),
-        "improvement_ci": (low / scale, high / scale),
+        "improvement": relative_improvement(float(m.mean()), float(b.mean())),
+        "improvement_ci": (ratio_low - 1, ratio_high - 1),
     }
+
+
+def _two_level_cov(m: np.ndarray, b: np.ndarray, rm: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """The 2 x 2 covariance of the (method, baseline) means over seeds, with both sources of error as in
+    `_two_level_error`: (co)variance over seeds / n, plus over resamples of the seed means."""
+    train = np.cov(m, b, ddof=1) / len(m)
+    test = np.cov(np.nanmean(rm, axis=0), np.nanmean(rb, axis=0), ddof=1)
+    return train + test
+
+
+def fieller_interval(mean_m: float, mean_b: float, cov: np.ndarray, quantile: float) -> tuple[float, float]:
+    """Fieller's interval for the ratio mean_m / mean_b of two correlated estimates (`cov`: their 2 x 2
+    covariance): every r with (mean_m - r mean_b)^2 <= quantile^2 var(mean_m - r mean_b). It accounts for the
+    baseline's own uncertainty, which dividing the difference's interval by mean_b ignores. (nan, nan) when the
+    set is unbounded (the baseline is not distinguishable from 0 at this level)."""
+    q2 = quantile**2
+    a = mean_b**2 - q2 * cov[1, 1]
+    half_b = mean_m * mean_b - q2 * cov[0, 1]
+    c = mean_m**2 - q2 * cov[0, 0]
+    disc = half_b**2 - a * c
+    if a <= 0 or disc < 0:
+        return math.nan, math.nan
+    root = math.sqrt(disc)
+    return (half_b - root) / a, (half_b + root) / a

@@ -89,6 +89,30 @@ STEPS: tuple[Step, ...] = (
         "every image decoded and resized once into a memory-mapped array: data/<dataset>/cache/",
     ),
     Step(
+        "features",
+        "feature_cache",
+        "features",
+        "dataset",
+        (
+            "cache.image_size",
+            "augment.output_size",
+            "augment.flip",
+            "train.backbone",
+            "train.weights",
+            "train.finetune",
+            "train.tail_blocks",
+        ),
+        (
+            "collab_iu/features.py",
+            "collab_iu/backbone_blocks.py",
+            "collab_iu/backbones.py",
+            "collab_iu/models.py",
+            "collab_iu/efficientnet_lite.py",
+            "collab_iu/augment.py",
+        ),
+        "a pretrained backbone's frozen blocks run once per image (finetune tail or heads): data/<dataset>/features/",
+    ),
+    Step(
         "train",
         "trained_model",
         "runs",
@@ -107,6 +131,11 @@ STEPS: tuple[Step, ...] = (
             "collab_iu/positives.py",
             "collab_iu/cf_fit.py",
             "collab_iu/observer.py",
+            "collab_iu/features.py",
+            "collab_iu/backbone_blocks.py",
+            "collab_iu/backbones.py",
+            "collab_iu/efficientnet_lite.py",
+            "collab_iu/batches.py",
         ),
         "one run of the grid (method, label ratio, cf weight, seed): data/<dataset>/runs/<run key>/",
     ),
@@ -139,8 +168,10 @@ STEPS: tuple[Step, ...] = (
 
 BY_NAME = {step.name: step for step in STEPS}
 BY_ASSET = {step.asset: step for step in STEPS}
-DATA_STEPS = tuple(s for s in STEPS if s.name in ("prepare", "split", "cf", "cache"))
-CF_DIAGNOSIS_STEPS = tuple(s for s in DATA_STEPS if s.name != "cache")  # a dataset prepared with prepare.cf_only
+DATA_STEPS = tuple(s for s in STEPS if s.name in ("prepare", "split", "cf", "cache", "features"))
+CF_DIAGNOSIS_STEPS = tuple(
+    s for s in DATA_STEPS if s.name not in ("cache", "features")
+)  # a dataset prepared with prepare.cf_only
 
 
 def step(name_or_asset: str) -> Step:

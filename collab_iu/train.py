@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from collab_iu.augment import BatchAugment, eval_transform
 from collab_iu.batches import ImageSource, image_source
 from collab_iu.cf_fit import VAL_CF_KEYS, cf_fit_quality
 from collab_iu.dataset import label_matrix, label_vocabulary
+from collab_iu.features import eval_view, feature_spec, load_features, random_views
 from collab_iu.gpu_stats import GpuStats
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout
@@ -44,7 +46,7 @@ from collab_iu.splits import label_ratio_mask
 class TrainingData:
     """What one run trains and validates on, aligned row by row."""
 
-    images: np.ndarray  # the cache (memory-mapped N x S x S x 3 uint8)
+    images: np.ndarray  # the image cache (memory-mapped N x S x S x 3 uint8), or the feature cache (train.finetune)
     vocabulary: list[str]
     train_rows: np.ndarray  # cache rows of the training items with an image
     train_labels: np.ndarray  # float32 n_train x L (rows of unlabelled items are zero)
@@ -56,20 +58,27 @@ class TrainingData:
     val_cf_target: np.ndarray  # float32 n_val x D, prepared like cf_target (zero where there is no target)
     val_has_cf: np.ndarray  # bool n_val: the item has a CF target (never under cf.cold_start)
     co_interactions: CoInteractions | None = None  # the triplet loss's positives (cf_loss: triplet)
+    cf_input: bool = False  # the CF vectors (prepared as the targets) are an input of the label head (warm items)
+    cf_center: np.ndarray | float = 0.0  # how the CF vectors were prepared: (vector - center) / scale
+    cf_scale: float = 1.0
 
 
-def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float, seed: int) -> TrainingData:
-    """Assemble a run's data from the prepared, split, cf and cache outputs of `layout`.
+def load_training_data(
+    layout: DatasetLayout, params: Params, label_ratio: float, seed: int, cf_input: bool = False
+) -> TrainingData:
+    """Assemble a run's data from the prepared, split, cf and cache (or feature cache) outputs of `layout`.
 
     params.train.confidence decides the CF confidence weights; cf_loss triplet adds the
-    training items' co-interaction graph.
+    training items' co-interaction graph; `cf_input`: the CF vectors are an input too (a method for warm items).
     """
     items, interactions = load_prepared(layout)
     split = item_splits(layout, items)
     cache = load_image_cache(layout.cache)
-    rows = cache.rows(items["item_id"])
+    rows = cache.rows(items["item_id"])  # the feature cache's rows are the image cache's
+    spec = feature_spec(params)
+    inputs = cache.images if spec is None else load_features(layout, spec)
     has_image = rows >= 0
-    if params.train.cf_weight > 0:
+    if params.train.cf_weight > 0 or cf_input:
         vectors, index = load_cf_vectors(layout)
         counts = index["n_interactions"].to_numpy()
     else:  # no CF head: the run reads no CF output (DVC's image-only stages do not depend on it)
@@ -96,7 +105,7 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
     if params.train.cf_loss == "triplet":
         co = CoInteractions.build(interactions, items["item_id"].to_numpy()[train])
     return TrainingData(
-        images=cache.images,
+        images=inputs,
         vocabulary=vocabulary,
         train_rows=rows[train],
         train_labels=train_labels,
@@ -108,6 +117,9 @@ def load_training_data(layout: DatasetLayout, params: Params, label_ratio: float
         val_cf_target=cf_targets(vectors[val], has_target[val], mean, scale),
         val_has_cf=has_target[val],
         co_interactions=co,
+        cf_input=cf_input,
+        cf_center=mean,
+        cf_scale=scale,
     )
 
 
@@ -136,9 +148,10 @@ def resolve_device(name: str) -> torch.device:
 def _optimizer(model: torch.nn.Module, p: TrainParams, fused: bool = False) -> torch.optim.Optimizer:
     """SGD or AdamW; `fused` (on CUDA): one kernel for the whole update instead of one per parameter."""
     options = {"fused": True} if fused else {}
+    trainable = [q for q in model.parameters() if q.requires_grad]  # from the feature cache: the tail and heads
     if p.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, **options)
-    return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay, **options)
+        return torch.optim.SGD(trainable, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, **options)
+    return torch.optim.AdamW(trainable, lr=p.lr, weight_decay=p.weight_decay, **options)
 
 
 def _scheduler(opt: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_scheduler.LRScheduler:
@@ -161,15 +174,23 @@ def predict_outputs(
     device: torch.device,
     batch_size: int = 256,
     source: ImageSource | None = None,
+    from_features: bool = False,
+    cf_input: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Label probabilities (n x L) and CF-head outputs (n x D; None without a CF head) for cached images,
-    from pixels only, in one pass (through `source`, e.g. a training run's, else prefetched from `images`)."""
+    """Label probabilities (n x L) and CF-head outputs (n x D; None without a CF head) for cached images (or,
+    `from_features`, their cached features), from pixels only (with `cf_input`, a model for warm items: the
+    items' prepared CF vectors, n x D, too), in one pass (through `source`, e.g. a training run's, else
+    prefetched from `images`)."""
     model.eval()
     source = source or image_source(images, device, "prefetch")
     scores, cf = [], []
     chunks = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-    for batch in source.batches(chunks):
-        out = model(eval_transform(batch, size))
+    for start, batch in zip(range(0, len(rows), batch_size), source.batches(chunks), strict=True):
+        x = eval_view(batch) if from_features else eval_transform(batch, size)
+        if cf_input is None:
+            out = model(x)
+        else:
+            out = model(x, torch.from_numpy(cf_input[start : start + batch_size]).to(x.device))
         scores.append(torch.sigmoid(out["label_logits"].float()).cpu().numpy())
         if "cf" in out:
             cf.append(out["cf"].float().cpu().numpy())
@@ -179,10 +200,11 @@ def predict_outputs(
 
 
 def predict_scores(
-    model: MultitaskModel, images: np.ndarray, rows: np.ndarray, size: int, device: torch.device, batch_size: int = 256
+    model: MultitaskModel, images: np.ndarray, rows: np.ndarray, size: int, device: torch.device, **options: Any
 ) -> np.ndarray:
-    """Label probabilities (n x L) for cached images, from pixels only."""
-    return predict_outputs(model, images, rows, size, device, batch_size)[0]
+    """Label probabilities (n x L) for cached images (or their cached features; with their CF vectors for a
+    model of warm items): `predict_outputs`'s first half, with its options."""
+    return predict_outputs(model, images, rows, size, device, **options)[0]
 
 
 def val_cf_fit(data: TrainingData, cf_pred: np.ndarray | None) -> dict[str, float | int | None]:
@@ -208,7 +230,7 @@ class _Run:
     sched: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator  # augmentation
     order_rng: torch.Generator  # batch order
-    aug: BatchAugment
+    aug: Callable  # (batch, generator) -> the network's input: BatchAugment, or random_views of cached features
     pos_weight: torch.Tensor
     tensors: dict[str, torch.Tensor]
     device: torch.device
@@ -218,6 +240,7 @@ class _Run:
     source: ImageSource  # the cache's images as device batches (collab_iu/batches.py)
     forward: Callable  # the model, or its torch.compile-d form (train.compile); `model` keeps the weights
     gpu: GpuStats  # peak memory and utilisation (CUDA)
+    from_features: bool = False  # the input is the feature cache (train.finetune: tail or heads)
     rank_rngs: list = field(default_factory=list)  # every torchrun rank's augmentation state, for the checkpoint
 
 
@@ -279,7 +302,16 @@ def train_model(
 
 def _validate(run: _Run, data: TrainingData, epoch: int, sums: dict, seen: int) -> dict:
     """The epoch's record: mean loss terms over the epoch's items, validation mAP and the CF head's fit."""
-    val_scores, val_cf = predict_outputs(run.model, data.images, data.val_rows, run.size, run.device, source=run.source)
+    val_scores, val_cf = predict_outputs(
+        run.model,
+        data.images,
+        data.val_rows,
+        run.size,
+        run.device,
+        source=run.source,
+        from_features=run.from_features,
+        cf_input=data.val_cf_target if data.cf_input else None,
+    )
     val_map, _ = macro_map(data.val_labels, val_scores)
     fit = val_cf_fit(data, None if run.triplet else val_cf)  # triplet outputs are embeddings, not CF vectors
     return {
@@ -299,7 +331,12 @@ def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init
     generator = torch.Generator(device=device).manual_seed(params.seed + AUG_SEED_STRIDE * distributed.rank())
     order_rng = torch.Generator().manual_seed(params.seed)
     cf_dim = data.cf_target.shape[1] if params.cf_weight > 0 else 0
-    model = MultitaskModel(params.backbone, len(data.vocabulary), cf_dim, params.weights).to(device)
+    from_features = params.trainable_blocks is not None
+    cf_in = data.cf_target.shape[1] if data.cf_input else 0
+    model = MultitaskModel(
+        params.backbone, len(data.vocabulary), cf_dim, params.weights, params.trainable_blocks, cf_input_dim=cf_in
+    )
+    model = model.to(device)
     if init_backbone is not None:
         saved = load_weights_file(init_backbone)
         model.backbone.load_state_dict(
@@ -310,7 +347,7 @@ def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init
         if params.channels_last:
             model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, params, fused=device.type == "cuda")
-    size = augment.output_size or data.images.shape[1]
+    size = augment.output_size or data.images.shape[1]  # (unused from features)
     labelled = data.train_labels[data.train_labelled]
     if not len(labelled):
         raise ValueError("no labelled training item at this label ratio")
@@ -329,7 +366,7 @@ def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init
         _scheduler(opt, params),
         generator,
         order_rng,
-        BatchAugment(augment, size),
+        random_views if from_features else BatchAugment(augment, size),
         pos_weight_from_labels(labelled).to(device),
         tensors,
         device,
@@ -339,6 +376,7 @@ def _start(data: TrainingData, params: TrainParams, augment: AugmentParams, init
         image_source(data.images, device, params.input, params.input_memory_fraction),
         _forward(model, device, params.compile),
         GpuStats(device),
+        from_features,
     )
 
 
@@ -407,10 +445,10 @@ def _train_epoch(run: _Run, data: TrainingData, params: TrainParams, epoch: int,
         if positive is not None:
             batch["has_positive"] = torch.from_numpy(positive >= 0).to(run.device)
         x = run.aug(images, run.generator)
-        if cuda and params.channels_last:
+        if cuda and params.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            outputs = run.forward(x)
+            outputs = run.forward(x, batch["cf_target"]) if data.cf_input else run.forward(x)
         positives = None
         if run.triplet:
             outputs, positives = _split_outputs(outputs, len(idx))

@@ -12,7 +12,9 @@ from pathlib import Path
 import yaml
 
 from collab_iu.atomic import atomic_file
+from collab_iu.backbones import IMAGENET
 from collab_iu.evaluate import OUTPUTS, series_name
+from collab_iu.features import feature_spec
 from collab_iu.grid import grid_runs
 from collab_iu.methods import METHODS
 from collab_iu.params import IMPORTED_SOURCES, Params
@@ -78,9 +80,10 @@ def _sweeps_cf_weight(params: Params, name: str) -> bool:
 def _own_params(params: Params, name: str) -> list[str]:
     """The dataset's entry, and its preset, when they may change any group its steps read."""
     source = params.data.datasets[name]
-    if not (source.preset or source.overrides):
+    preset = source.applied_preset
+    if not (preset or source.overrides):
         return []
-    return [f"data.datasets.{name}"] + ([f"presets.{source.preset}"] if source.preset else [])
+    return [f"data.datasets.{name}"] + ([f"presets.{preset}"] if preset else [])
 
 
 def _prepare_stage(params: Params, name: str, own: list[str]) -> dict:
@@ -97,10 +100,14 @@ def _prepare_stage(params: Params, name: str, own: list[str]) -> dict:
 
 
 def _dataset_stages(params: Params, name: str) -> dict[str, dict]:
-    """The prepare, split, cf, cache, train (a matrix over run keys) and evaluate stages of one dataset."""
+    """The prepare, split, cf, cache, features (runs that train from the feature cache), train (a foreach over
+    run keys) and evaluate stages of one dataset."""
     source = params.data.datasets[name]
     own = _own_params(params, name)
     specs = grid_runs(params.for_dataset(name))
+    spec = feature_spec(params.for_dataset(name))
+    features = [_data(name, "features", spec.key)] if spec is not None else []
+    weights = _weights_file(params.for_dataset(name))
     image_reads = [source.path] if source.source == "folder" else [_data(name, "raw")]
     prepared, split = _data(name, "prepared"), _data(name, "split")
     evaluation = _data(name, "evaluation")
@@ -110,7 +117,12 @@ def _dataset_stages(params: Params, name: str) -> dict[str, dict]:
         f"split-{name}": _stage("split", name, [prepared], own, [split]),
         f"cf-{name}": _stage("cf", name, [prepared, split], own, [_data(name, "cf")]),
         f"cache-{name}": _stage("cache", name, [prepared, *image_reads], own, [_data(name, "cache")]),
-        **_train_stages(name, specs, own),
+        **(
+            {f"features-{name}": _stage("features", name, [_data(name, "cache"), *weights], own, features)}
+            if features
+            else {}
+        ),
+        **_train_stages(name, specs, own, features + weights),
         f"evaluate-{name}": _stage(
             "evaluate",
             name,
@@ -122,21 +134,27 @@ def _dataset_stages(params: Params, name: str) -> dict[str, dict]:
     }
 
 
-def _train_stages(name: str, specs: list, own: list[str]) -> dict[str, dict]:
+def _weights_file(params: Params) -> list[str]:
+    """train.weights when it names a state-dict file (a dependency of the features and train stages)."""
+    weights = params.train.weights
+    return [] if weights in (None, IMAGENET) else [weights]
+
+
+def _train_stages(name: str, specs: list, own: list[str], inputs: list[str]) -> dict[str, dict]:
     """`train-<name>` (a foreach over the runs of methods that read no CF output: a new CF fit leaves them
-    alone) and `train-<name>-cf` (the runs that learn from the CF vectors)."""
+    alone) and `train-<name>-cf` (the runs that read the CF vectors)."""
     train = step("train")
     stages = {}
-    for suffix, uses_cf in (("", False), ("-cf", True)):
-        runs = [s.key for s in specs if METHODS[s.method].uses_cf == uses_cf]
+    for suffix, reads_cf in (("", False), ("-cf", True)):
+        runs = [s.key for s in specs if METHODS[s.method].reads_cf == reads_cf]
         if not runs:
             continue
-        reads = ("prepared", "split", "cf", "cache") if uses_cf else ("prepared", "split", "cache")
+        reads = ("prepared", "split", "cf", "cache") if reads_cf else ("prepared", "split", "cache")
         stages[f"train-{name}{suffix}"] = {
             "foreach": runs,
             "do": {
                 "cmd": f"collab-iu materialize {train.asset} --partition '{name}|{RUN_KEY}'",
-                "deps": _code("train") + [_data(name, d) for d in reads],
+                "deps": _code("train") + [_data(name, d) for d in reads] + inputs,
                 "params": [*own, *train.params],
                 "outs": [_data(name, train.folder, RUN_KEY)],
             },

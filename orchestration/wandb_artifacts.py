@@ -11,6 +11,7 @@ from pathlib import Path
 from collab_iu.artifacts import BEST, CACHE_IMAGES, CACHE_INDEX, METRICS_JSON, MODEL_JSON, REPORT, read_report
 from collab_iu.grid import uses_cf
 from collab_iu.layout import DatasetLayout
+from collab_iu.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ def image_cache_artifact(layout: DatasetLayout) -> ArtifactSpec:
 
 def training_inputs(layout: DatasetLayout, method: str, cf_weight: float) -> list[ArtifactSpec]:
     """The artifacts a train run reads: the CF vectors only when it learns from them (a method with a cf weight
-    above 0: image_only and weight-0 runs do not read them)."""
-    reads_cf = uses_cf(method) and cf_weight > 0
+    above 0: image_only and weight-0 runs do not read them) or reads them as an input (warm_image_cf)."""
+    reads_cf = (uses_cf(method) and cf_weight > 0) or METHODS[method].cf_input
     specs = [dataset_artifact, image_cache_artifact] + ([cf_vectors_artifact] if reads_cf else [])
     return [spec(layout) for spec in specs]
 

@@ -121,9 +121,9 @@ def run_command(args: list[str], cwd: Path, check: bool = True, **env_vars: str)
     return out
 
 
-def tiny_dvc_repo(dest: Path, experiment: dict) -> Path:
+def tiny_dvc_repo(dest: Path, experiment: dict, **groups: dict) -> Path:
     """A copy of the repository's files in a fresh git repo at `dest`, with a tiny params.yaml (grid
-    `experiment`) and its dvc.yaml, committed."""
+    `experiment`, other `groups` changed too) and its dvc.yaml, committed."""
     from collab_iu.params import params_from_dict
 
     listed = subprocess.run(
@@ -133,7 +133,7 @@ def tiny_dvc_repo(dest: Path, experiment: dict) -> Path:
         if (REPO / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
-    tree = tiny_params_tree(Path("data"), experiment=experiment)
+    tree = tiny_params_tree(Path("data"), experiment=experiment, **groups)
     tree["data"]["root"] = "data"
     full = params_from_dict(tree).model_dump(mode="json")  # DVC needs every key a stage names
     (dest / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))

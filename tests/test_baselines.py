@@ -89,6 +89,7 @@ def test_each_method_sets_its_confidence_or_cf_loss(prepared):
         "with_cf_loss_based",
         "triplet",
         "cf_pretrain",
+        "warm_image_cf",
     }
 
 

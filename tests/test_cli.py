@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     "split",
     "cf",
     "cache",
+    "features",
     "train",
     "evaluate",
     "predict",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -10,13 +11,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from helpers import REPO, tiny_params_tree
+from helpers import BIN, REPO, run_command, tiny_dvc_repo, tiny_params_tree
 
+from collab_iu.features import feature_spec
+from collab_iu.models import create_backbone
+from collab_iu.params import params_from_dict
 from collab_iu.steps import DATA_STEPS
+from orchestration.defs.partitions import DATASET, RUN
 from orchestration.defs.project import ensure_dagster_home
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +74,13 @@ def dagster_dev(tmp_path_factory):
     project.mkdir()
     tree = tiny_params_tree(Path("data"), experiment={"workers": 1}, wandb={"mode": "disabled"})
     (project / "params.yaml").write_text(yaml.safe_dump(tree))
+    with _dagster_dev(project, tmp_path) as port:
+        yield port, project, tmp_path / "dagster-dev.log"
+
+
+@contextmanager
+def _dagster_dev(project: Path, tmp_path: Path) -> Iterator[int]:
+    """`dagster dev` on `project` (its port), stopped at the end; its log in tmp_path/dagster-dev.log."""
     with pytest.MonkeyPatch.context() as env_vars:  # the project's own instance, even in an activated venv
         env_vars.delenv("DAGSTER_HOME", raising=False)  # (.venv/bin/activate exports the repository's)
         home = ensure_dagster_home(project)
@@ -83,7 +98,7 @@ def dagster_dev(tmp_path_factory):
         )
     try:
         _wait_for_ui(port, proc, log)
-        yield port, project, log
+        yield port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -127,27 +142,8 @@ def test_ui_shows_the_graph_and_materialises_the_default_dataset(dagster_dev):
     assert [d["path"] for d in nodes["paper_report"]["dependencyKeys"]] == [["evaluation"]]
     assert dims["paper_report"] == {}  # unpartitioned: every dataset at once
 
-    repo = _graphql(port, LOCATION)["repositoriesOrError"]["nodes"][0]
-    params = {
-        "selector": {
-            "repositoryLocationName": repo["location"]["name"],
-            "repositoryName": repo["name"],
-            "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": [name]} for name in DATA_ASSETS],
-        },
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "synthetic"}]},
-        "runConfigData": {},
-        "mode": "default",
-    }
-    launched = _graphql(port, LAUNCH, {"executionParams": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    deadline, status = time.monotonic() + 300, None
-    while time.monotonic() < deadline:
-        status = _graphql(port, STATUS, {"runId": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(2)
+    run_id = _launch(port, DATA_ASSETS, "synthetic")
+    status = _wait(port, run_id, log)
     assert status == "SUCCESS", f"run {run_id} ended {status}:\n{log.read_text()[-3000:]}"
     base = project / "data" / "synthetic"
     for rel in ("prepared/items.parquet", "split/splits.parquet", "cf/item_vectors.npy", "cache/images.npy"):
@@ -181,6 +177,34 @@ mutation Backfill($params: LaunchBackfillParams!) {
 BACKFILL_STATUS = (
     "query B($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 )
+
+
+def _partition_tags(partition: str) -> dict[str, str]:
+    """The tags the UI gives a run of one partition (a multi-partition key also per dimension)."""
+    tags = {"dagster/partition": partition}
+    if "|" in partition:
+        dataset, run = partition.split("|")
+        tags |= {f"dagster/partition/{DATASET}": dataset, f"dagster/partition/{RUN}": run}
+    return tags
+
+
+def _launch(port: int, assets: list[str], partition: str) -> str:
+    """Launch the implicit asset job over `assets` for one partition, as the UI's Materialize button does; the run id."""
+    repo = _graphql(port, LOCATION)["repositoriesOrError"]["nodes"][0]
+    params = {
+        "selector": {
+            "repositoryLocationName": repo["location"]["name"],
+            "repositoryName": repo["name"],
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": [name]} for name in assets],
+        },
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in _partition_tags(partition).items()]},
+        "runConfigData": {},
+        "mode": "default",
+    }
+    launched = _graphql(port, LAUNCH, {"executionParams": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
 
 
 def _wait(port: int, run_id: str, log: Path, timeout: float = 300) -> str:
@@ -255,3 +279,47 @@ def test_materialize_all_from_the_ui_trains_at_most_the_limit_at_once(dagster_de
     assert _max_overlap([(r["startTime"], r["endTime"]) for r in runs]) == 1
     for key in partitions:
         assert (project / "data" / "synthetic" / "runs" / key.split("|")[1] / "metrics.json").is_file()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_run_from_the_feature_cache_is_the_same_from_the_cli_the_ui_and_dvc(tmp_path_factory):
+    """train.finetune tail: the feature cache, best.pt and metrics.json are byte-identical whichever entry point
+    made them: `collab-iu run`, the UI's buttons (the implicit asset job) and `dvc repro`."""
+    base = tmp_path_factory.mktemp("modes")
+    torch.manual_seed(0)
+    weights = base / "small_cnn.pt"  # one absolute path: it is part of the run's config
+    torch.save(create_backbone("small_cnn")[0].state_dict(), weights)
+    groups = {
+        "train": {"finetune": "tail", "weights": str(weights)},
+        "experiment": {"methods": ["with_cf"], "label_ratios": [1.0], "seeds": [0], "workers": 1},
+        "wandb": {"mode": "disabled"},
+    }
+    key = "with_cf-r1-w2-s0"
+    spec_key = feature_spec(params_from_dict(tiny_params_tree(Path("data"), **groups))).key
+    outputs = (f"features/{spec_key}/features.npy", f"runs/{key}/best.pt", f"runs/{key}/metrics.json")
+    made = {}
+
+    cli = base / "cli"
+    cli.mkdir()
+    (cli / "params.yaml").write_text(yaml.safe_dump(tiny_params_tree(Path("data"), **groups)))
+    run_command([str(CLI), "run"], cli)
+    made["cli"] = {o: _sha256(cli / "data/synthetic" / o) for o in outputs}
+
+    ui = base / "ui"
+    ui.mkdir()
+    (ui / "params.yaml").write_text(yaml.safe_dump(tiny_params_tree(Path("data"), **groups)))
+    with _dagster_dev(ui, base) as port:
+        for assets, partition in ((DATA_ASSETS, "synthetic"), (["trained_model"], f"synthetic|{key}")):
+            run_id = _launch(port, assets, partition)
+            assert _wait(port, run_id, base / "dagster-dev.log") == "SUCCESS", (base / "dagster-dev.log").read_text()[
+                -3000:
+            ]
+    made["ui"] = {o: _sha256(ui / "data/synthetic" / o) for o in outputs}
+
+    dvc = tiny_dvc_repo(base / "dvc", groups["experiment"], train=groups["train"])
+    run_command([str(BIN / "dvc"), "repro", "train-synthetic-cf"], dvc)
+    made["dvc"] = {o: _sha256(dvc / "data/synthetic" / o) for o in outputs}
+    assert made["cli"] == made["ui"] == made["dvc"]

@@ -62,6 +62,7 @@ def test_asset_graph(project):
         "splits",
         "cf_embeddings",
         "image_cache",
+        "feature_cache",
         "trained_model",
         "evaluation",
         "paper_report",
@@ -80,6 +81,7 @@ def test_asset_graph(project):
         "every_label_in_train_and_test",
         "cf_vectors_finite_and_aligned",
         "image_cache_complete",
+        "feature_cache_matches",
         "evaluation_covers_grid",
         "paper_report_covers_evaluations",
     }

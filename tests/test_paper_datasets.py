@@ -93,7 +93,7 @@ def test_movielens_import_then_the_pipeline(project, capsys):
     assert report["images"]["missing"] == int(counts.get("7", 0) >= 5)
 
     _declare(project, "ml", {"source": "movielens", "path": "ml-1m", "overrides": {"train.epochs": 1}})
-    for stage in ("prepare", "split", "cf", "cache", "train", "evaluate"):
+    for stage in ("prepare", "split", "cf", "cache", "features", "train", "evaluate"):  # real_images: features
         assert main([stage]) == 0, stage
     prepared = json.loads((project / "data/ml/prepared/report.json").read_text())
     assert prepared["imported"]["reused"] is True  # the import above, unchanged raw files

@@ -131,11 +131,28 @@ def test_two_level_test_by_hand():
     half = scipy_stats.t.ppf(0.975, df) * np.sqrt(train + test)
     assert out["diff_ci"] == pytest.approx((d.mean() - half, d.mean() + half))
     assert out["improvement"] == pytest.approx(method.mean() / baseline.mean() - 1)
-    assert out["improvement_ci"] == pytest.approx(
-        (out["diff_ci"][0] / baseline.mean(), out["diff_ci"][1] / baseline.mean())
-    )
+    # Fieller: every ratio r whose (mean_m - r mean_b) is within the t quantile of its two-level error
+    cov = np.cov(method, baseline) / 3 + np.cov(rm.mean(axis=0), rb.mean(axis=0))
+    grid = np.linspace(0.5, 1.5, 200_001)
+    dev = method.mean() - grid * baseline.mean()
+    var = cov[0, 0] - 2 * grid * cov[0, 1] + grid**2 * cov[1, 1]
+    inside = grid[dev**2 <= scipy_stats.t.ppf(0.975, df) ** 2 * var]
+    assert out["improvement_ci"] == pytest.approx((inside.min() - 1, inside.max() - 1), abs=1e-5)
+    # wider than the difference's interval over the baseline mean, which ignores the baseline's uncertainty
+    conditional = (out["diff_ci"][0] / baseline.mean(), out["diff_ci"][1] / baseline.mean())
+    assert out["improvement_ci"][1] - out["improvement_ci"][0] > conditional[1] - conditional[0]
     low, high = two_level_interval(method, rm)
     assert low < method.mean() < high
+
+
+def test_fieller_interval_is_the_conditional_one_when_the_baseline_is_exact():
+    from collab_iu.stats import fieller_interval
+
+    cov = np.array([[4e-4, 0.0], [0.0, 0.0]])
+    low, high = fieller_interval(0.33, 0.30, cov, 2.0)
+    assert (low, high) == pytest.approx(((0.33 - 0.04) / 0.30, (0.33 + 0.04) / 0.30))
+    # a baseline indistinguishable from 0: no bounded interval
+    assert all(math.isnan(x) for x in fieller_interval(0.3, 0.01, np.array([[1e-4, 0], [0, 1e-4]]), 2.0))
 
 
 def test_two_level_test_needs_two_seeds_and_aligned_resamples():

@@ -49,25 +49,35 @@ def _summary_lines(name: str, r: dict) -> list[str]:
         return [
             f"{r['images']} images at {r['image_size']}px, {r['failed']['count']} failed, {r['bytes'] / 1e6:.1f} MB"
         ]
+    if name == "features":
+        if "skipped" in r:
+            return [f"nothing to do: {r['skipped']}"]
+        shape = " x ".join(map(str, r["shape"]))
+        return [
+            f"{r['key']}: {shape} ({r['dtype']}), {r['bytes'] / 1e6:.1f} MB" + (", reused" if r.get("reused") else "")
+        ]
     return []
 
 
 def cmd_step(args: argparse.Namespace) -> int:
     """One data step (prepare, split, cf, cache) of one dataset, as a Dagster run with its blocking checks."""
     from collab_iu.artifacts import read_report
+    from collab_iu.features import NOT_USED
     from collab_iu.layout import dataset_layout
-    from collab_iu.stages import ensure_trainable
+    from collab_iu.stages import ensure_trainable, output_folder
     from collab_iu.steps import step
     from orchestration.materialize import materialize
 
     params = _through_dagster(args)
     layout = dataset_layout(params, args.dataset)
     chosen = step(args.command)
-    if chosen.name == "cache":
+    if chosen.name in ("cache", "features"):
         ensure_trainable(layout)  # a clear refusal before Dagster starts
     start = time.perf_counter()
     materialize([chosen.asset], layout.name)
-    _print_stage(chosen.name, read_report(layout.base / chosen.folder), time.perf_counter() - start)
+    folder = output_folder(chosen.name, layout, params)
+    report = read_report(folder) if folder else {"skipped": NOT_USED}
+    _print_stage(chosen.name, report, time.perf_counter() - start)
     return 0
 
 
@@ -92,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from collab_iu.artifacts import read_report
     from collab_iu.grid import RunKeyError, grid_runs, parse_run_key
     from collab_iu.layout import dataset_layout
-    from collab_iu.stages import ensure_trainable
+    from collab_iu.stages import ensure_trainable, output_folder
     from orchestration.pipeline import run_pipeline
 
     canonical = parse_run_key(args.run).key if args.run else None  # a malformed key: refused before anything
@@ -108,7 +118,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     ensure_trainable(layout)  # a dataset prepared for the CF diagnosis only: refused, with why
     for data_step in DATA_STEPS:  # every input, named with the command that writes it, before any worker starts
-        read_report(layout.base / data_step.folder)
+        folder = output_folder(data_step.name, layout, params)
+        if folder is not None:
+            read_report(folder)
     keys = [args.run] if args.run else grid
     if _torchrun_rank() > 0:  # under torchrun: rank 0 runs the Dagster runs; this rank trains its share of each
         return _train_shares(params, layout.name, keys)

@@ -2,8 +2,9 @@ r"""The pipeline as software-defined assets, one per step of the registry (colla
 resolves its partition and config, calls one core function, and returns metadata; the core writes the
 documented files.
 
-    catalogue -> splits -> cf_embeddings --\
-             \-> image_cache ---------------+-> trained_model (dataset x run key) -> evaluation -> paper_report
+    catalogue -> splits -> cf_embeddings ----------------\
+             \-> image_cache -> feature_cache -------------+-> trained_model (dataset x run key) -> evaluation
+                                                                                                  -> paper_report
 """
 
 # no `from __future__ import annotations`: Dagster reads the (generated) Config classes from the signatures
@@ -20,7 +21,7 @@ from collab_iu.layout import dataset_layout, paper_report_dir
 from collab_iu.observer import Observers
 from collab_iu.paper_report import build_paper_report
 from collab_iu.params import Params
-from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
+from collab_iu.stages import run_cache, run_cf, run_features, run_prepare, run_split
 from collab_iu.steps import step
 from orchestration.defs.config import asset_config, params_with
 from orchestration.defs.metadata import markdown_table, png_markdown, wandb_run_metadata
@@ -35,17 +36,20 @@ Compute = Callable[[Params, dg.AssetExecutionContext], dict]
 
 
 def build_assets(params: Params) -> tuple[list[dg.AssetsDefinition], dict]:
-    """The seven assets, their configs and partitions built from `params` (params.yaml)."""
+    """The eight assets, their configs and partitions built from `params` (params.yaml)."""
     datasets = dataset_partitions(params)
     runs = run_partitions(params)
     catalogue = _dataset_asset(params, "catalogue", datasets, [], "parquet", _prepare)
     splits = _dataset_asset(params, "splits", datasets, [catalogue], "parquet", _split)
     cf_embeddings = _dataset_asset(params, "cf_embeddings", datasets, [catalogue, splits], "numpy", _cf)
     image_cache = _dataset_asset(params, "image_cache", datasets, [catalogue], "numpy", _cache)
-    trained_model = _trained_model(params, model_partitions(datasets, runs), [splits, cf_embeddings, image_cache])
+    feature_cache = _dataset_asset(params, "feature_cache", datasets, [image_cache], "numpy", _features)
+    trained_model = _trained_model(
+        params, model_partitions(datasets, runs), [splits, cf_embeddings, image_cache, feature_cache]
+    )
     evaluation = _dataset_asset(params, "evaluation", datasets, [trained_model], "pandas", _evaluate)
     paper_report = _paper_report(params, [evaluation])
-    assets = [catalogue, splits, cf_embeddings, image_cache, trained_model, evaluation, paper_report]
+    assets = [catalogue, splits, cf_embeddings, image_cache, feature_cache, trained_model, evaluation, paper_report]
     return assets, {"datasets": datasets, "runs": runs}
 
 
@@ -119,6 +123,18 @@ def _cache(params: Params, context: dg.AssetExecutionContext) -> dict:
         "image_size": report["image_size"],
         "failed": report["failed"]["count"],
         "megabytes": round(report["bytes"] / 1e6, 1),
+    }
+
+
+def _features(params: Params, context: dg.AssetExecutionContext) -> dict:
+    report = run_features(params, context.partition_key, repo_root())
+    if "skipped" in report:
+        return {"skipped": report["skipped"]}
+    return {
+        "key": report["key"],
+        "shape": str(tuple(report["shape"])),
+        "megabytes": round(report["bytes"] / 1e6, 1),
+        "reused": report["reused"],
     }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from collab_iu.artifacts import CF_INDEX, CF_VECTORS, load_prepared, load_splits, read_report
+from collab_iu.features import FeatureCacheError, feature_spec, load_features
 from collab_iu.grid import grid_runs
 from collab_iu.image_cache import load_image_cache
 from collab_iu.layout import DatasetLayout, dataset_layout, paper_report_dir
@@ -108,6 +109,23 @@ def image_cache_complete(layout: DatasetLayout) -> dg.AssetCheckResult:
     return _result(problems, images=len(cache.index), failed=len(failed))
 
 
+def feature_cache_matches(layout: DatasetLayout) -> dg.AssetCheckResult:
+    """The feature cache the runs train from (train.finetune tail or heads) was built for their spec from the current
+    image cache, has a row per cached image, and holds finite numbers."""
+    spec = feature_spec(project_params().for_dataset(layout.name))
+    if spec is None:
+        return _result([], used="no (train.finetune: full)")
+    try:
+        features = load_features(layout, spec)
+    except FeatureCacheError as exc:
+        return _result([str(exc)], key=spec.key)
+    cached = len(load_image_cache(layout.cache).index)
+    problems = [f"{len(features)} feature rows for {cached} cached images"] if len(features) != cached else []
+    finite = all(np.isfinite(features[i : i + 512]).all() for i in range(0, len(features), 512))
+    problems += [] if finite else ["the features hold NaN or infinite values"]
+    return _result(problems, key=spec.key, rows=len(features))
+
+
 def evaluation_covers_grid(layout: DatasetLayout) -> dg.AssetCheckResult:
     """The evaluation has a result for every run of the dataset's grid."""
     summary = json.loads((layout.evaluation / "summary.json").read_text())
@@ -139,6 +157,7 @@ DATASET_CHECKS: dict[str, tuple[Callable[[DatasetLayout], dg.AssetCheckResult], 
     "splits": (no_item_in_two_splits, every_label_in_train_and_test),
     "cf_embeddings": (cf_vectors_finite_and_aligned,),
     "image_cache": (image_cache_complete,),
+    "feature_cache": (feature_cache_matches,),
     "evaluation": (evaluation_covers_grid,),
 }
 
