@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from collab_iu.artifacts import METRICS_JSON, item_splits, load_prepared
 from collab_iu.dataset import label_matrix
@@ -41,15 +42,15 @@ def validation_scores(params, dataset: str) -> tuple[np.ndarray, dict[str, np.nd
     val = np.flatnonzero((item_splits(layout, items) == "val") & (rows >= 0))
     spec = feature_spec(params)
     inputs = cache.images if spec is None else load_features(layout, spec)
-    scores, metrics, vocabulary = {}, {}, None
+    scores, metrics, vocabulary, cpu = {}, {}, None, torch.device("cpu")
     for run in grid_runs(params):
         run_dir = layout.runs / run.key
         if run.method not in ("image_only", "with_cf") or not (run_dir / METRICS_JSON).exists():
             continue
-        model, info = load_run_model(run_dir, "cpu", params.train.trainable_blocks)
+        model, info = load_run_model(run_dir, cpu, params.train.trainable_blocks)
         vocabulary = info["vocabulary"]
         scores[run.key] = predict_scores(
-            model, inputs, rows[val], info["input_size"], "cpu", from_features=spec is not None
+            model, inputs, rows[val], info["input_size"], cpu, from_features=spec is not None
         )
         metrics[run.key] = json.loads((run_dir / METRICS_JSON).read_text())
     return label_matrix(items["labels"].iloc[val], vocabulary), scores, metrics

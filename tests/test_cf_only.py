@@ -17,7 +17,7 @@ from helpers import TINY_CF, read_items, tiny_params_tree, write_items
 
 from collab_iu.dataset import CFOnlyDatasetError, DatasetError
 from collab_iu.experiment import train_run
-from collab_iu.params import PrepareParams, SplitParams, params_from_dict
+from collab_iu.params import REAL_IMAGES, Params, PrepareParams, SplitParams, params_from_dict
 from collab_iu.splits import make_split
 from collab_iu.stages import run_cache, run_cf, run_prepare, run_split
 from collab_iu.validate import validate_dataset
@@ -211,7 +211,8 @@ def test_cli_prepare_split_cf_then_cache_and_train_exit_2(imageless, tmp_path, m
         "the interactions carry label information beyond popularity"
     )
     assert line in out
-    for command in (["cache"], ["train", "--run", "with_cf-r1-w2-s0"], ["train"], ["evaluate"]):
+    weight = Params().presets[REAL_IMAGES]["experiment.cf_weights"][0]  # a folder dataset: real_images
+    for command in (["cache"], ["train", "--run", f"with_cf-r1-w{weight:g}-s0"], ["train"], ["evaluate"]):
         assert main(command) == 2, command
         err = capsys.readouterr().err
         assert err.startswith("error: ") and all(part in err for part in REFUSAL), command

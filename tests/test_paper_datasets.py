@@ -16,6 +16,7 @@ import yaml
 from helpers import TINY_CF, TINY_TRAIN
 from PIL import Image
 
+from collab_iu.params import REAL_IMAGES, Params
 from orchestration.cli import main
 
 GENRES = ["Action", "Comedy", "Drama"]
@@ -99,8 +100,10 @@ def test_movielens_import_then_the_pipeline(project, capsys):
     assert prepared["imported"]["reused"] is True  # the import above, unchanged raw files
     assert prepared["items"] == kept and prepared["items_with_image"] == kept - report["images"]["missing"]
     summary = json.loads((project / "data/ml/evaluation/summary.json").read_text())
-    assert {r["run_key"] for r in summary["runs"]} == {"image_only-r0.5-w0-s0", "with_cf-r0.5-w2-s0"}
-    assert json.loads((project / "data/ml/runs/with_cf-r0.5-w2-s0/train.json").read_text())["epochs"] == 1
+    weight = Params().presets[REAL_IMAGES]["experiment.cf_weights"][0]  # a real-images dataset: its preset's
+    with_cf = f"with_cf-r0.5-w{weight:g}-s0"
+    assert {r["run_key"] for r in summary["runs"]} == {"image_only-r0.5-w0-s0", with_cf}
+    assert json.loads((project / f"data/ml/runs/{with_cf}/train.json").read_text())["epochs"] == 1
 
 
 def test_import_errors_exit_2_naming_the_file(project, capsys):
