@@ -93,7 +93,8 @@ def test_movielens_import_then_the_pipeline(project, capsys):
     }
     assert report["images"]["missing"] == int(counts.get("7", 0) >= 5)
 
-    _declare(project, "ml", {"source": "movielens", "path": "ml-1m", "overrides": {"train.epochs": 1}})
+    overrides = {"train.epochs": 1, "cache.image_size": 32}  # the real_images preset, at a tiny resolution
+    _declare(project, "ml", {"source": "movielens", "path": "ml-1m", "overrides": overrides})
     for stage in ("prepare", "split", "cf", "cache", "features", "train", "evaluate"):  # real_images: features
         assert main([stage]) == 0, stage
     prepared = json.loads((project / "data/ml/prepared/report.json").read_text())
