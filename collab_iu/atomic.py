@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from collab_iu.errors import wrapped_environment_error
+
 
 def _umask() -> int:
     """The process's umask (read once, at import: os.umask can only be read by setting it)."""
@@ -71,13 +73,31 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def _naming(dest: Path) -> Iterator[None]:
-    """An OSError without a file name (a full disk says none) raised again naming the output being written."""
+    """An OSError without a file name (a full disk says none) raised again naming the output being written; so is
+    one that a library wrapped in a RuntimeError (torch.save), as a plain OSError."""
     try:
         yield
     except OSError as exc:
         if exc.filename is not None or exc.errno is None:
             raise
-        raise OSError(exc.errno, exc.strerror, str(dest)) from exc
+        raise OSError(exc.errno, exc.strerror, str(dest)) from None  # innermost: what Dagster's runs report
+    except RuntimeError as exc:
+        inner = wrapped_environment_error(exc)
+        if inner is None:
+            raise
+        raise OSError(inner.errno, inner.strerror, str(dest)) from None
+
+
+def reserve(path: Path) -> None:
+    """Allocate every block of `path` (at its size) now: a file written through a memory map on a full disk then
+    fails here with an OSError naming it, instead of a SIGBUS that kills the process mid-write."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with path.open("r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def write_json(obj: Any, dest: str | Path) -> None:

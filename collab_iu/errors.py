@@ -43,6 +43,17 @@ def is_environment_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
 
 
+def wrapped_environment_error(exc: BaseException) -> OSError | None:
+    """The machine's OSError behind a library's RuntimeError (torch.save reports a full disk as a RuntimeError
+    whose context is the ENOSPC), else None."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    inner = exc.__cause__ or exc.__context__
+    while inner is not None and not is_environment_error(inner):
+        inner = inner.__cause__ or inner.__context__
+    return inner
+
+
 def is_expected(exc: BaseException) -> bool:
     """Whether `exc` is the user's to fix (a UserError, EXPECTED_BUILTINS, an environment error), not a bug."""
     return isinstance(exc, (UserError, *EXPECTED_BUILTINS)) or is_environment_error(exc)

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from collab_iu.artifacts import CACHE_INDEX, FEATURES, REPORT
-from collab_iu.atomic import atomic_dir, write_json
+from collab_iu.atomic import atomic_dir, reserve, write_json
 from collab_iu.augment import eval_transform
 from collab_iu.backbone_blocks import cut
 from collab_iu.backbones import BACKBONES, IMAGENET, PackagedWeights
@@ -156,7 +156,7 @@ def build_feature_cache(
     with atomic_dir(dest) as tmp:
         path = tmp / FEATURES
         out = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPE, shape=(len(images), spec.views, *shape))
-        _reserve(path)
+        reserve(path)  # a full disk: an OSError naming the file, not a SIGBUS
         with torch.inference_mode(), _all_cores():
             for start in range(0, len(images), batch_size):
                 x = eval_transform(torch.from_numpy(np.array(images[start : start + batch_size])), spec.size)
@@ -173,13 +173,6 @@ def build_feature_cache(
         }
         write_json(report, tmp / REPORT)
     return report
-
-
-def _reserve(path: Path) -> None:
-    """Allocate the memory-mapped file's blocks now: a full disk is then an OSError naming it, not a SIGBUS."""
-    if hasattr(os, "posix_fallocate"):
-        with path.open("r+b") as f:
-            os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
 
 
 def load_features(layout: DatasetLayout, spec: FeatureSpec) -> np.ndarray:

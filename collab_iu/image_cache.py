@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from collab_iu.artifacts import CACHE_IMAGES, CACHE_INDEX, REPORT
-from collab_iu.atomic import atomic_dir, write_json
+from collab_iu.atomic import atomic_dir, reserve, write_json
+from collab_iu.errors import UserError
 from collab_iu.image_io import DEFAULT_MAX_PIXELS, resolve_inside, try_load_square_rgb
 
 
@@ -44,10 +45,13 @@ def build_image_cache(
     workers: int,
     dest: str | Path,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bad_fraction: float = 1.0,
 ) -> dict:
     """Decode every item image into `dest/images.npy` (atomically); report missing or corrupt ones by item id.
 
-    `max_pixels` (prepare.max_image_pixels): an image declaring more pixels is reported, never decoded."""
+    `max_pixels` (prepare.max_image_pixels): an image declaring more pixels is reported, never decoded.
+    `max_bad_fraction` (prepare.max_bad_image_fraction): images may have vanished or changed since `prepare`
+    validated them; above this share of failures BadImagesError names them and nothing is written."""
     image_root = Path(image_root)
     with_image = items[items["image"].notna()]
     paths = [resolve_inside(image_root, rel) for rel in with_image["image"]]
@@ -56,6 +60,7 @@ def build_image_cache(
         out = np.lib.format.open_memmap(
             tmp / CACHE_IMAGES, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
         )
+        reserve(tmp / CACHE_IMAGES)  # a full disk: an OSError naming the file, not a SIGBUS
         kept_ids: list[str] = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_decode, ((p, size, max_pixels) for p in paths), chunksize=64)
@@ -67,6 +72,8 @@ def build_image_cache(
                 kept_ids.append(item_id)
         out.flush()
         del out
+        if paths and len(failed) / len(paths) > max_bad_fraction:
+            raise BadImagesError(failed, len(paths), max_bad_fraction)
         if failed:  # shrink to the rows actually written
             full = np.load(tmp / CACHE_IMAGES, mmap_mode="r")
             np.save(tmp / "compact.npy", full[: len(kept_ids)])
@@ -84,6 +91,18 @@ def build_image_cache(
         }
         write_json(report, tmp / REPORT)
     return report
+
+
+class BadImagesError(UserError, ValueError):
+    """More images failed to decode than prepare.max_bad_image_fraction allows (they changed since `prepare`)."""
+
+    def __init__(self, failed: dict[str, str], total: int, limit: float):
+        shown = "; ".join(f"item {item}: {why}" for item, why in list(failed.items())[:3])
+        super().__init__(
+            f"{len(failed)} of {total} images ({len(failed) / total:.0%}) could not be read, more than "
+            f"prepare.max_bad_image_fraction={limit}: {shown}{'; ...' if len(failed) > 3 else ''}. They were "
+            "readable when `collab-iu prepare` validated the dataset: restore them, or run prepare again"
+        )
 
 
 def load_image_cache(folder: str | Path) -> ImageCache:

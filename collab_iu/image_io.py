@@ -8,7 +8,8 @@ Every image mode Pillow opens becomes 8-bit RGB the same way, in validation, the
   white (BACKGROUND), exactly: round((c * a + 255 * (255 - a)) / 255);
 - CMYK (Adobe's inverted CMYK JPEGs are un-inverted by Pillow) by R = round((255 - C) * (255 - K) / 255);
 - the EXIF orientation is applied; colour profiles (ICC) are ignored, for every mode alike.
-An image whose header declares more than `max_pixels` pixels is refused before it is decoded.
+An image whose header declares more than `max_pixels` pixels, or an aspect ratio above MAX_ASPECT, is refused
+before it is decoded.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from collab_iu.errors import UserError
 from collab_iu.params import PrepareParams
 
 DEFAULT_MAX_PIXELS: int = PrepareParams.model_fields["max_image_pixels"].default  # prepare.max_image_pixels
-# Pillow's own decompression-bomb guard stays as a backstop behind the header check of `max_pixels`; it is set
-# to the largest prepare.max_image_pixels allowed so that it never warns about an image the parameter accepts
-Image.MAX_IMAGE_PIXELS = 1_000_000_000
+# Pillow's own decompression-bomb guard is off: every file this module opens is checked from its header
+# (`check_pixels`, prepare.max_image_pixels at most 10^9) before anything is decoded, with the documented
+# "too large: WxH" reason, which Pillow's guard (raised inside Image.open) would replace by its own wording
+Image.MAX_IMAGE_PIXELS = None
+MAX_ASPECT = 50  # longest side / shortest side: a panorama passes, a 200000 x 1 sliver does not
 BACKGROUND = (255, 255, 255)  # transparent pixels become white, as product photos are shown on a page
 GREY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
@@ -83,12 +86,18 @@ def problem_of(exc: BaseException) -> str:
 
 
 def check_pixels(im: Image.Image, max_pixels: int) -> None:
-    """ImageRefusedError when the size declared in the header is above `max_pixels` (nothing decoded yet)."""
+    """ImageRefusedError when the size declared in the header is above `max_pixels`, or its aspect ratio above
+    MAX_ASPECT (nothing decoded yet)."""
     width, height = im.size
     if width * height > max_pixels:
         raise ImageRefusedError(
             f"too large: {width}x{height} = {width * height:,} pixels, more than "
             f"prepare.max_image_pixels={max_pixels:,} (not decoded)"
+        )
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise ImageRefusedError(
+            f"too elongated: {width}x{height}, an aspect ratio above {MAX_ASPECT}:1 (its centre square would be a "
+            "sliver; not decoded)"
         )
 
 
@@ -158,15 +167,18 @@ def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None
 
 
 def load_square_rgb(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image, resize its short side to `size`, centre-crop to size x size; uint8 HxWx3."""
+    """Decode an image, centre-crop it to a square, resize that to size x size; uint8 HxWx3.
+
+    Cropping first bounds the memory by the decoded image and the output: scaling the short side up first
+    would turn a 200000 x 1 sliver into a 6,400,000 x 32 image."""
     im = load_rgb(path, max_pixels, draft=size)  # JPEG: decode at reduced scale when it can
     w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    im = im.crop((left, top, left + size, top + size))
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    if (side, side) != (w, h):
+        im = im.crop((left, top, left + side, top + side))
+    if side != size:
+        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(im, dtype=np.uint8)
 
 

@@ -105,8 +105,10 @@ class DataParams(_Group):
         if self.default not in self.datasets:
             raise ValueError(f"default dataset {self.default!r} is not one of datasets: {sorted(self.datasets)}")
         for name in self.datasets:
-            if not name or any(c in name for c in "|,[]/\\ ") or name.startswith("."):
-                raise ValueError(f"dataset name {name!r} may not contain | , [ ] / \\ or spaces")
+            if name.startswith("."):
+                raise ValueError(f"dataset name {name!r} may not start with '.' (it names a folder under data.root)")
+            if not name or any(c in name for c in "|,[]/\\ "):
+                raise ValueError(f"dataset name {name!r} may not contain | , [ ] / \\ or spaces, or be empty")
         return self
 
 

@@ -32,6 +32,8 @@ class ModelFolderError(FileNotFoundError):
 def check_run_dir(run_dir: str | Path) -> Path:
     """`run_dir` as a Path if it holds a trained run; ModelFolderError naming what is missing otherwise."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise ModelFolderError(f"{run_dir} is a file: --model takes the run folder that holds it ({run_dir.parent})")
     if not run_dir.is_dir():
         raise ModelFolderError(f"{run_dir}: no such run folder (expected data/<dataset>/runs/<run key>)")
     missing = [name for name in (MODEL_JSON, BEST) if not (run_dir / name).is_file()]

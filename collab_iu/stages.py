@@ -197,7 +197,13 @@ def run_cache(params: Params, dataset: str | None = None, repo_root: Path | None
     items, _ = load_prepared(layout)
     folder = source_folder(params, layout, repo_root)
     report = build_image_cache(
-        items, folder, params.cache.image_size, params.cache.workers, layout.cache, params.prepare.max_image_pixels
+        items,
+        folder,
+        params.cache.image_size,
+        params.cache.workers,
+        layout.cache,
+        params.prepare.max_image_pixels,
+        params.prepare.max_bad_image_fraction,  # checked again: images may have changed since prepare
     )
     return {"dataset": layout.name, **report}
 

@@ -84,7 +84,7 @@ STEPS: tuple[Step, ...] = (
         "image_cache",
         "cache",
         "dataset",
-        ("cache", "prepare.max_image_pixels"),
+        ("cache", "prepare.max_image_pixels", "prepare.max_bad_image_fraction"),
         ("collab_iu/image_cache.py", "collab_iu/image_io.py"),
         "every image decoded and resized once into a memory-mapped array: data/<dataset>/cache/",
     ),

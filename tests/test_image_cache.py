@@ -251,3 +251,26 @@ def test_cache_pixel_limit_is_its_argument(tiny_items, tiny_dataset_master, tmp_
     report = build_image_cache(items, tiny_dataset_master, size=8, workers=1, dest=tmp_path / "b", max_pixels=255)
     assert report["images"] == 0 and report["failed"]["count"] == n
     assert all(why.startswith("too large: 16x16 = 256 pixels") for why in report["failed"]["items"].values())
+
+
+def test_images_that_vanished_after_prepare_stop_the_cache(tmp_path, monkeypatch, capsys):
+    """prepare validated the images; they are moved away before `cache`: exit 2 naming them and the share, and no
+    cache (prepare.max_bad_image_fraction applies again)."""
+    import shutil
+
+    import yaml
+    from helpers import tiny_params_tree
+
+    from orchestration.cli import main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_tree(tmp_path / "data")))
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare"]) == 0
+    images = tmp_path / "data" / "synthetic" / "raw" / "images"
+    shutil.move(images, tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["cache"]) == 2
+    err = capsys.readouterr().err
+    assert "images (100%) could not be read, more than prepare.max_bad_image_fraction=0.05: item " in err, err
+    assert "missing" in err and "run prepare again" in err and "Traceback" not in err
+    assert not (tmp_path / "data" / "synthetic" / "cache").exists()

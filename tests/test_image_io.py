@@ -236,9 +236,9 @@ def test_pixel_limit_is_a_parameter(tmp_path):
 
 def test_pixel_limit_parameter_bounds():
     assert PrepareParams().max_image_pixels == 100_000_000
-    # Pillow's own guard is a backstop that never fires below the largest limit the parameter allows
-    assert PrepareParams(max_image_pixels=Image.MAX_IMAGE_PIXELS).max_image_pixels == Image.MAX_IMAGE_PIXELS
-    for bad in (0, Image.MAX_IMAGE_PIXELS + 1):
+    assert Image.MAX_IMAGE_PIXELS is None  # Pillow's guard is off: the header check is the one that applies
+    assert PrepareParams(max_image_pixels=1_000_000_000).max_image_pixels == 1_000_000_000
+    for bad in (0, 1_000_000_001):
         with pytest.raises(ValueError, match="max_image_pixels"):
             PrepareParams(max_image_pixels=bad)
 
@@ -270,3 +270,52 @@ def test_resolve_inside_a_symlink_loop(tmp_path):
     assert decode_problem(path) == "symlink loop"
     (tmp_path / "outside.png").symlink_to("outside.png")
     assert resolve_inside(tmp_path / "images", "../outside.png") is None  # a loop outside is still refused
+
+
+def test_a_sliver_is_refused_from_its_header_and_a_wide_image_is_cropped_before_it_is_resized(tmp_path):
+    """A 1,000,000 x 1 PNG of a few KB is refused before decoding (it once took gigabytes: its short side was
+    scaled up to the cache size before the crop): the process grows by less than 50 MB; a 40:1 panorama is
+    cropped to its centre square, then resized."""
+    import subprocess
+    import sys
+
+    sliver = tmp_path / "sliver.png"
+    Image.new("RGB", (1_000_000, 1), (200, 10, 10)).save(sliver, optimize=True)
+    assert sliver.stat().st_size < 20_000
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from collab_iu.image_io import try_load_square_rgb\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "pixels, problem = try_load_square_rgb(Path(sys.argv[1]), 224)\n"
+        "print(problem)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(sliver)], capture_output=True, text=True, check=True)
+    problem, grown_mb = out.stdout.splitlines()
+    assert problem.startswith("too elongated: 1000000x1, an aspect ratio above 50:1") and int(grown_mb) < 50
+    assert decode_problem(sliver).startswith("too elongated")  # validation refuses it the same way
+
+    wide = tmp_path / "wide.png"
+    stripes = np.zeros((10, 400, 3), np.uint8)
+    stripes[:, 198:202] = 255  # a white bar in the middle of the centre square (columns 195 to 204)
+    Image.fromarray(stripes).save(wide)
+    pixels, problem = try_load_square_rgb(wide, 20)
+    assert problem is None and pixels.shape == (20, 20, 3)
+    assert pixels[:, 10].min() > 200 and pixels[:, 0].max() == 0  # the centre square, stretched to 20 x 20
+
+
+def test_a_header_beyond_pillows_own_limit_gets_the_documented_reason(tmp_path):
+    """50000 x 50000 declared (2.5 billion pixels: Pillow's own guard would refuse it inside Image.open with its
+    "decompression bomb" wording): the reason is this module's, from the header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 1, 0, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+    assert decode_problem(path) == (
+        "too large: 50000x50000 = 2,500,000,000 pixels, more than prepare.max_image_pixels=100,000,000 (not decoded)"
+    )
+    assert try_load_square_rgb(path, 32)[1] == decode_problem(path)

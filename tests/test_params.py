@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pydantic
 import pytest
 import yaml
@@ -152,7 +154,7 @@ def test_folder_source_needs_path():
     assert "source 'folder' needs a 'path'" in _error({"data": {"datasets": {"synthetic": {"source": "folder"}}}})
 
 
-@pytest.mark.parametrize("name", ["a|b", "a,b", "a b", ".hidden", "a/b", "x[1]"])
+@pytest.mark.parametrize("name", ["a|b", "a,b", "a b", "a/b", "x[1]"])
 def test_dataset_names_restricted(name):
     message = _error({"data": {"default": name, "datasets": {name: {"source": "synthetic"}}}})
     assert "may not contain" in message
@@ -405,3 +407,9 @@ def test_unknown_family_and_bad_family_grid():
     assert "may not redefine 'main'" in _error(
         {"experiment": {"families": {"main": {"methods": ["with_cf"], "label_ratios": [1]}}}}
     )
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden"])
+def test_a_dataset_name_starting_with_a_dot_is_refused_for_that_reason(name):
+    with pytest.raises(ParamsError, match=f"dataset name '{re.escape(name)}' may not start with '.'"):
+        params_from_dict({"data": {"default": name, "datasets": {name: {"source": "synthetic"}}}})

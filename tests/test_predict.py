@@ -133,6 +133,9 @@ def test_invalid_model_folder(tmp_path, sample):
         predict_images(tmp_path, sample[0][:1])
     with pytest.raises(ModelFolderError, match="no such run folder"):
         predict_images(tmp_path / "absent", sample[0][:1])
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(ModelFolderError, match=r"best.pt is a file: --model takes the run folder that holds it"):
+        predict_images(tmp_path / "best.pt", sample[0][:1])
 
 
 def test_cli_prints_one_line_per_image(trained, images_dir, cli_main, capsys):
