@@ -201,8 +201,9 @@ def probe_line(probe: dict) -> str:
 def build_cf(items: pd.DataFrame, interactions: pd.DataFrame, splits: pd.DataFrame, params: CFParams) -> CFResult:
     """Fit CF item vectors for every catalogue item and measure their quality.
 
-    With `cold_start`, interactions of validation and test items are withheld from the
-    fit; those items (and items without interactions) get zero vectors and
+    Interactions of weight 0 (an impression without a click) are left out of the fit, with either
+    `binarize` (counted in the report), and CF refuses a dataset where none is above 0. With `cold_start`,
+    interactions of validation and test items are withheld from the fit; those items (and items without interactions) get zero vectors and
     n_interactions = 0, which the training loop reads as "no CF target".
     """
     report: dict = {"algorithm": params.algorithm, "cold_start": params.cold_start}
@@ -211,6 +212,15 @@ def build_cf(items: pd.DataFrame, interactions: pd.DataFrame, splits: pd.DataFra
         held = set(splits.loc[splits["split"] != "train", "item_id"])
         used = interactions[~interactions["item_id"].isin(held)]
         report["withheld_interactions"] = int(len(interactions) - len(used))
+    zero = used["weight"].to_numpy() == 0  # an impression without a click: no evidence of interest, either way
+    if zero.any():
+        report["zero_weight_interactions"] = int(zero.sum())
+        used = used[~zero]
+    if not len(used):
+        raise InteractionWeightError(
+            "no interaction has a weight above 0 (weight 0 means no interest and is left out of the CF fit): "
+            "the CF fit has nothing to learn from"
+        )
     user_items = interaction_matrix(used, items["item_id"], params.binarize)
     n_interactions = np.asarray((user_items > 0).sum(0)).ravel().astype(np.int64)
     _, vectors = fit_factors(user_items, params)

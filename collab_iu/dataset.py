@@ -194,6 +194,13 @@ def _read_table(
     if path is None:
         problems.append(TableProblem(stem, f"no {stem}.parquet or {stem}.csv in {folder}"))
         return None
+    if path.suffix == ".parquet" and (folder / f"{stem}.csv").exists():
+        problems.append(
+            TableProblem(
+                stem, f"both {stem}.parquet and {stem}.csv in {folder}: keep the current one, remove the other"
+            )
+        )
+        return None
     files[stem] = path.name
     if path.suffix == ".parquet":
         df, found = _read_parquet(path, types, required)

@@ -490,7 +490,10 @@ def _describe(err: dict[str, Any], source: str) -> str:
         parent = _model_at(err["loc"][:-1])
         allowed = ", ".join(parent.model_fields) if parent is not None else ""
         return f"{source}: unknown key '{key}'" + (f" (allowed: {allowed})" if allowed else "")
-    return f"{source}: key '{key}': {err['msg']} (got {err.get('input')!r})"
+    got = err.get("input")
+    if isinstance(got, dict):  # a group's own check (e.g. seeds may not be empty): the message names the key
+        return f"{source}: key '{key}': {err['msg']}"
+    return f"{source}: key '{key}': {err['msg']} (got {got!r})"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -321,3 +321,18 @@ def test_first_fit_in_a_process_runs_single_threaded_blas():
         [sys.executable, "-W", "error::RuntimeWarning", "-c", code], capture_output=True, text=True, env=env
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("binarize", [True, False])
+def test_weight_0_is_no_interest_and_all_zero_is_refused(hand, binarize):
+    """An impression without a click (weight 0) is no positive, binarized or not: an item seen only that way gets
+    no vector; with every weight 0 the fit is refused with a message, not a traceback."""
+    from collab_iu.cf import InteractionWeightError
+
+    items, interactions, splits = hand
+    seen_only = interactions.assign(weight=np.where(interactions["item_id"] == "g", 0.0, interactions["weight"]))
+    result = build_cf(items, seen_only, splits, hand_params(binarize=binarize))
+    assert result.report["zero_weight_interactions"] == int((interactions["item_id"] == "g").sum())
+    assert result.index.set_index("item_id").loc["g", "n_interactions"] == 0 and not result.vectors[-1].any()
+    with pytest.raises(InteractionWeightError, match="no interaction has a weight above 0"):
+        build_cf(items, interactions.assign(weight=0.0), splits, hand_params(binarize=binarize))

@@ -413,3 +413,8 @@ def test_unknown_family_and_bad_family_grid():
 def test_a_dataset_name_starting_with_a_dot_is_refused_for_that_reason(name):
     with pytest.raises(ParamsError, match=f"dataset name '{re.escape(name)}' may not start with '.'"):
         params_from_dict({"data": {"default": name, "datasets": {name: {"source": "synthetic"}}}})
+
+
+def test_a_group_level_error_does_not_dump_the_group():
+    message = _error({"experiment": {"seeds": []}})
+    assert "seeds may not be empty" in message and "significance_resamples" not in message and len(message) < 200

@@ -570,3 +570,11 @@ def test_symlink_loop_image_is_reported(tiny_dataset, check_images):
     path.symlink_to(path.name)
     bad = validate(tiny_dataset, check_images=check_images).report["filtered"]["bad_images"]
     assert bad["items"] == {items.loc[row, "item_id"]: "symlink loop"}
+
+
+def test_a_csv_beside_a_parquet_is_refused_naming_both(tiny_dataset, prepare_params):
+    """Which of the two is current is not known: the parquet must not win silently."""
+    items = pd.read_parquet(tiny_dataset / "items.parquet")
+    items.assign(labels=items["labels"].map("|".join)).to_csv(tiny_dataset / "items.csv", index=False)
+    with pytest.raises(DatasetError, match=r"both items.parquet and items.csv in .*: keep the current one"):
+        validate_dataset(tiny_dataset, prepare_params, 3)

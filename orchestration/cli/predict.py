@@ -48,7 +48,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for prediction in predictions:
             print(format_prediction(prediction))
-    return 1 if skipped else 0
+    return SOME_SKIPPED if skipped else 0
+
+
+SOME_SKIPPED = 3  # not 1: 1 means a bug everywhere else
 
 
 def _positive_int(text: str) -> int:
@@ -60,7 +63,7 @@ def _positive_int(text: str) -> int:
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     """Register `collab-iu predict` on the subparsers of the CLI's parser."""
-    text = "label new images with a trained run (pixels only); exit 1 if some files were skipped, 2 if none read"
+    text = "label new images with a trained run (pixels only); exit 3 if some files were skipped, 2 if none read"
     p = subparsers.add_parser("predict", help=text, description=text)
     p.add_argument(
         "--model",
