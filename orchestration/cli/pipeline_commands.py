@@ -60,7 +60,7 @@ def _summary_lines(name: str, r: dict) -> list[str]:
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    """One data step (prepare, split, cf, cache) of one dataset, as a Dagster run with its blocking checks."""
+    """One data step (prepare, split, cf, cache, features) of one dataset, as a Dagster run with its blocking checks."""
     from collab_iu.artifacts import read_report
     from collab_iu.features import NOT_USED
     from collab_iu.layout import dataset_layout
