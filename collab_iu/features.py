@@ -15,6 +15,7 @@ step and refused by training, never used silently.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -79,8 +80,16 @@ def feature_dir(layout: DatasetLayout, spec: FeatureSpec) -> Path:
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256, computed once per process for a given size and modification time (every run of a grid
+    worker checks the same weights file)."""
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
