@@ -47,7 +47,7 @@ from collab_iu.artifacts import (
 from collab_iu.atomic import write_json, write_parquet
 from collab_iu.augment import IMAGENET_MEAN, IMAGENET_STD
 from collab_iu.errors import UserError
-from collab_iu.features import feature_report, feature_spec, load_features
+from collab_iu.features import feature_report, feature_spec
 from collab_iu.grid import RunSpec, parse_run_key
 from collab_iu.layout import DatasetLayout, dataset_layout
 from collab_iu.locks import output_lock
@@ -102,9 +102,8 @@ def run_config(params: Params, spec: RunSpec, layout: DatasetLayout) -> dict:
         "augment": params.augment.model_dump(mode="json"),
         "pretrain_epochs": params.experiment.pretrain_epochs if METHODS[spec.method].pretrain else None,
         "fingerprint": read_report(layout.prepared)["fingerprint"],
-        "inputs": _input_digest(
-            layout, METHODS[spec.method].reads_cf, params
-        ),  # whoever wrote them, with whatever params
+        # the inputs, whoever wrote them, with whatever params
+        "inputs": _input_digest(layout, METHODS[spec.method].reads_cf, params),
     }
     config["config_hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return config
@@ -329,7 +328,7 @@ def _train_and_score(
 ) -> dict:
     """Train one run's method (cf_pretrain: two stages), score its best epoch, write metrics.json."""
     summary, pretrained, train_params = _train_method(params, spec, data, train_params, run_dir, progress, observer)
-    metrics = score_run(run_dir, layout, model_info, params, train_params, data)
+    metrics = score_run(run_dir, layout, model_info, train_params, data)
     metrics |= {
         "run_key": spec.key,
         "method": spec.method,
@@ -360,12 +359,11 @@ def load_run_model(
     return model.to(device).eval(), info
 
 
-def score_run(
-    run_dir: Path, layout: DatasetLayout, info: dict, params: Params, train_params: TrainParams, data: TrainingData
-) -> dict:
-    """Score the test items with the best epoch (from the pixels, or from their cached features when the run
-    trained from them: the same network, with the frozen blocks' output read back; a model of warm items also
-    reads their CF vectors, prepared as for training); write test_scores.npy and test_items.parquet."""
+def score_run(run_dir: Path, layout: DatasetLayout, info: dict, train_params: TrainParams, data: TrainingData) -> dict:
+    """Score the test items with the best epoch, from the inputs the run trained on (`data.images`: the pixels, or
+    their cached features when the run trained from them: the same network, with the frozen blocks' output read
+    back; a model of warm items also reads their CF vectors, prepared as for training); write test_scores.npy and
+    test_items.parquet."""
     from collab_iu.dataset import label_matrix
     from collab_iu.image_cache import load_image_cache
 
@@ -375,12 +373,11 @@ def score_run(
     test = np.flatnonzero(test_set_mask(item_splits(layout, items), rows))
     device = resolve_device(train_params.device)
     blocks = train_params.trainable_blocks
-    inputs = cache.images if blocks is None else load_features(layout, feature_spec(params))
     model, _ = load_run_model(run_dir, device, blocks)
     size = info["input_size"]
     cf_input = _test_cf_vectors(layout, items, test, data) if data.cf_input else None
     scores = predict_scores(
-        model, inputs, rows[test], size, device, from_features=blocks is not None, cf_input=cf_input
+        model, data.images, rows[test], size, device, from_features=blocks is not None, cf_input=cf_input
     )
     scores = scores.astype(np.float32)
     np.save(run_dir / TEST_SCORES, scores)
